@@ -1,0 +1,27 @@
+// TI Trainer tab: the WebUI's progress bar for a training run, plus the live loss curve.
+
+function ti_trainer_start() {
+    var id = randomId();
+    var container = gradioApp().getElementById('ti_trainer_progress');
+    var gallery = gradioApp().getElementById('ti_trainer_gallery');
+    gradioApp().getElementById('ti_trainer_output').innerHTML = '';
+    requestProgress(id, container, gallery, function() {
+        ti_trainer_refresh_loss();
+    }, function() {
+        ti_trainer_refresh_loss();
+    });
+    var args = Array.from(arguments);
+    args[0] = id;
+    return args;
+}
+
+function ti_trainer_refresh_loss() {
+    var holder = gradioApp().getElementById('ti_trainer_loss');
+    if (!holder) return;
+    var img = new Image();
+    img.alt = 'loss curve';
+    img.onload = function() {
+        holder.replaceChildren(img);
+    };
+    img.src = './ti-trainer/v1/jobs/current/loss.svg?t=' + Date.now();
+}

@@ -1,0 +1,155 @@
+"""The HTTP API under /ti-trainer/v1/: start a training job, read its state, interrupt it.
+
+Bad input answers 422 with the message the tab would show; a second job while one runs answers 409.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from pydantic import BaseModel, Field
+
+from lib_ti import __version__
+from lib_ti.config import parse_config
+from lib_ti.errors import ConfigError, UserError
+from lib_ti.jobs import Busy, Host, JobManager, preflight
+from lib_ti.model import ModelAdapter
+from lib_ti.plot import loss_svg
+
+PREFIX = "/ti-trainer/v1"
+
+TRAIN_EXAMPLE = {
+    "train_data_dir": "/data/mystyle",
+    "token_string": "mystyle",
+    "init_word": "painting",
+    "num_vectors_per_token": 4,
+    "learning_rate": "5e-3",
+    "train_batch_size": 1,
+    "max_train_steps": 500,
+    "save_every_n_steps": 100,
+}
+
+
+TRAIN_DOC = "A kohya-style JSON config (see the README), e.g. " + json.dumps(TRAIN_EXAMPLE)
+
+
+class TrainResponse(BaseModel):
+    job_id: str = Field(description="Poll GET /ti-trainer/v1/jobs/{job_id} for its state")
+    state: str
+    messages: list[str] = Field(default_factory=list, description="How the config was read (ignored keys, notes)")
+
+
+class JobResponse(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, done, failed or interrupted")
+    step: int
+    max_steps: int
+    loss: float | None = None
+    lr: float | None = None
+    eta: float | None = Field(None, description="Seconds left, estimated")
+    files: list[str] = Field(default_factory=list, description="Embedding and checkpoint files written")
+    samples: list[str] = Field(default_factory=list, description="Preview images written")
+    losses: list[list[float]] = Field(default_factory=list, description="[step, loss] pairs")
+    messages: list[str] = Field(default_factory=list)
+    error: str = ""
+    final_path: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+def error_detail(e: UserError) -> dict[str, Any]:
+    if isinstance(e, ConfigError):
+        return {"message": str(e), "problems": e.problems}
+    return {"message": str(e), "problems": [str(e)]}
+
+
+def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
+                  host_interrupt: Callable[[], None], dependencies: list | None = None) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["TI Trainer"], dependencies=dependencies or [])
+
+    @router.get("/version")
+    def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    @router.post("/train", response_model=TrainResponse, responses={409: {"description": "A job is already running"},
+                                                                     422: {"description": "Invalid settings"}})
+    def start_training(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> TrainResponse:
+        """Validate the kohya-style config, then train in the background on the loaded model."""
+        try:
+            parsed = parse_config(config)
+            adapter = adapter_factory()
+            notes = preflight(parsed, adapter, host)
+            job = manager.create(parsed.config)
+        except Busy as e:
+            raise HTTPException(status_code=409, detail=error_detail(e)) from None
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        job.messages.extend(notes)
+        manager.start(job, parsed.config, lambda: adapter, host)
+        return TrainResponse(job_id=job.id, state=job.state, messages=notes)
+
+    @router.post("/config/check", responses={422: {"description": "Invalid settings"}})
+    def check_config(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> dict[str, Any]:
+        """Read and validate a config without training: the normalised settings and what was ignored."""
+        try:
+            parsed = parse_config(config)
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        return {"config": parsed.config.to_dict(), "messages": parsed.messages(),
+                "unknown_keys": parsed.unknown_keys, "ignored_keys": parsed.ignored_keys}
+
+    @router.get("/jobs", response_model=list[JobResponse])
+    def list_jobs() -> list[dict[str, Any]]:
+        return [job.to_dict(losses=False) for job in manager.jobs.values()]
+
+    @router.get("/jobs/current", response_model=JobResponse, responses={404: {"description": "No job yet"}})
+    def current_job() -> dict[str, Any]:
+        job = manager.current()
+        if job is None:
+            raise HTTPException(status_code=404, detail={"message": "No training job has run in this session."})
+        return job.to_dict()
+
+    @router.get("/jobs/{job_id}", response_model=JobResponse, responses={404: {"description": "Unknown job"}})
+    def get_job(job_id: str) -> dict[str, Any]:
+        job = manager.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail={"message": f"No job {job_id!r} in this session."})
+        return job.to_dict()
+
+    @router.get("/jobs/{job_id}/loss.svg", response_class=Response, responses={404: {"description": "Unknown job"}})
+    def job_loss_svg(job_id: str) -> Response:
+        """The job's loss curve (raw and smoothed), for the tab's live view."""
+        job = manager.current() if job_id == "current" else manager.get(job_id)
+        losses = job.losses if job is not None else []
+        return Response(loss_svg(losses), media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+    @router.post("/jobs/{job_id}/interrupt", response_model=JobResponse, responses={404: {"description": "Unknown job"}})
+    def interrupt_job(job_id: str) -> dict[str, Any]:
+        """Stop after the current step; the embedding is saved as it is and stays loadable."""
+        job = manager.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail={"message": f"No job {job_id!r} in this session."})
+        manager.interrupt(job, host_interrupt)
+        return job.to_dict()
+
+    return router
+
+
+def basic_auth(credentials: str):
+    """The WebUI's --api-auth scheme ("user:pass,user2:pass2") as a route dependency."""
+    from secrets import compare_digest
+
+    from fastapi import Depends
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    users = dict(pair.split(":", 1) for pair in credentials.split(",") if ":" in pair)
+
+    def check(given: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
+        expected = users.get(given.username)
+        if expected is None or not compare_digest(given.password, expected):
+            raise HTTPException(status_code=401, detail="Incorrect username or password",
+                                headers={"WWW-Authenticate": "Basic"})
+        return True
+
+    return Depends(check)

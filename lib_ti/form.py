@@ -1,0 +1,108 @@
+"""The tab's form: which settings it shows, in what order, and how its values become a config and back."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lib_ti.config import (CAPTION_SOURCES, LR_SCHEDULERS, MIXED_PRECISION, SAVE_FORMATS, TEMPLATE_SETS, Stage,
+                           TrainConfig)
+from lib_ti.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    kind: str  # text | lines | int | float | bool | choice | slider | stages
+    choices: tuple[str, ...] = ()
+    info: str = ""
+    group: str = "Embedding"
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("token_string", "Token", "text", info="The word you will type in prompts, e.g. mystyle"),
+    Field("init_word", "Initialization text", "text", info="Words close to the concept; their embeddings are the start"),
+    Field("num_vectors_per_token", "Vectors per token", "slider", info="1-75; more vectors learn more, and use more of the prompt"),
+    Field("train_data_dir", "Dataset directory", "text", info="Images with optional same-name .txt captions"),
+    Field("output_name", "File name", "text", info="Empty: the token. This is the name you type in the WebUI"),
+    Field("overwrite", "Overwrite an existing embedding of that name", "bool"),
+    Field("weights", "Continue from embedding file", "text", info="Resume: path to an earlier embedding (and its step)"),
+    Field("learning_rate", "Learning rate", "text", group="Training", info="5e-3, or a schedule: 0.005:100, 1e-3:1000"),
+    Field("lr_scheduler", "LR scheduler", "choice", LR_SCHEDULERS, group="Training"),
+    Field("lr_warmup_steps", "Warmup steps", "int", group="Training"),
+    Field("train_batch_size", "Batch size", "int", group="Training"),
+    Field("gradient_accumulation_steps", "Gradient accumulation steps", "int", group="Training"),
+    Field("max_train_steps", "Max steps", "int", group="Training"),
+    Field("save_every_n_steps", "Save a checkpoint every N steps (0 = off)", "int", group="Training"),
+    Field("seed", "Seed (-1 = random)", "int", group="Training"),
+    Field("resolution", "Resolution (0 = the model's native size)", "int", group="Training"),
+    Field("flip_aug", "Add horizontally flipped images", "bool", group="Training"),
+    Field("enable_bucket", "Aspect-ratio buckets", "bool", group="Training"),
+    Field("mixed_precision", "Mixed precision (CUDA only)", "choice", MIXED_PRECISION, group="Training"),
+    Field("gradient_checkpointing", "Gradient checkpointing (less memory, slower)", "bool", group="Training"),
+    Field("use_8bit_adam", "8-bit AdamW (bitsandbytes, CUDA)", "bool", group="Training"),
+    Field("noise_offset", "Noise offset", "float", group="Training"),
+    Field("save_model_as", "File format", "choice", SAVE_FORMATS, group="Training"),
+    Field("output_dir", "Run folder (empty = the setting's folder / name)", "text", group="Training"),
+    Field("model_name_or_path", "Model name (informational)", "text", group="Training",
+          info="Training always uses the model loaded in the WebUI"),
+    Field("caption_source", "Captions from", "choice", CAPTION_SOURCES, group="Captions"),
+    Field("template_set", "Templates", "choice", TEMPLATE_SETS, group="Captions"),
+    Field("templates", "Custom templates, one per line", "lines", group="Captions",
+          info="[name] = the token, [filewords] = the image's caption"),
+    Field("caption_extension", "Caption file extension", "text", group="Captions"),
+    Field("stages", "Progressive stages: STEP: template | template", "stages", group="Captions",
+          info="e.g. 300: [name] painting | [name] art"),
+    Field("sample_every_n_steps", "Preview every N steps (0 = off)", "int", group="Previews"),
+    Field("sample_prompts", "Preview prompts, one per line ([name] = the token)", "lines", group="Previews"),
+    Field("sample_seed", "Preview seed", "int", group="Previews"),
+    Field("sample_steps", "Preview sampling steps", "int", group="Previews"),
+)
+
+GROUPS = ("Embedding", "Training", "Captions", "Previews")
+
+
+def stages_to_text(stages: list[Stage]) -> str:
+    return "\n".join(f"{s.step}: " + " | ".join(s.templates) for s in stages)
+
+
+def stages_from_text(text: str) -> list[dict[str, Any]]:
+    stages = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = re.match(r"^\s*(\d+)\s*:\s*(.+)$", line)
+        if not match:
+            raise ConfigError([f"stages line {number}: write it as 'STEP: template | template', got {line!r}"])
+        stages.append({"step": int(match.group(1)), "templates": [t.strip() for t in match.group(2).split("|") if t.strip()]})
+    return stages
+
+
+def values_to_dict(values: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+    """The form's values, in FIELDS order, as a kohya-style config dict (ready for parse_config)."""
+    data: dict[str, Any] = {}
+    for spec, value in zip(FIELDS, values):
+        if spec.kind == "stages":
+            data[spec.key] = stages_from_text(value or "")
+        elif spec.kind == "lines":
+            data[spec.key] = value or ""
+        elif spec.kind in ("int", "slider") and isinstance(value, float) and value.is_integer():
+            data[spec.key] = int(value)
+        else:
+            data[spec.key] = value
+    return data
+
+
+def config_to_values(config: TrainConfig) -> list[Any]:
+    """The form's values for a config (after loading a file)."""
+    out = []
+    for spec in FIELDS:
+        value = getattr(config, spec.key)
+        if spec.kind == "stages":
+            value = stages_to_text(value)
+        elif spec.kind == "lines":
+            value = "\n".join(value)
+        out.append(value)
+    return out

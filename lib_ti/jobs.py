@@ -1,0 +1,166 @@
+"""Training jobs: one at a time, each with a state the tab and the API can read while it runs.
+
+The host (the WebUI, or a test) supplies the GPU lock, the folders and the progress display through ``Host``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ContextManager, Protocol
+
+from lib_ti.config import ParsedConfig, TrainConfig
+from lib_ti.dataset import list_images
+from lib_ti.errors import UserError
+from lib_ti.model import ModelAdapter, init_vectors
+from lib_ti.paths import plan_paths
+from lib_ti.trainer import Services, StepRecord, train
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+
+
+class Busy(UserError):
+    """A job is already queued or running."""
+
+
+class Host(Protocol):
+    def embeddings_dir(self) -> str: ...
+    def run_root(self) -> str: ...
+    def existing_names(self) -> set[str]: ...
+    def gpu_lock(self) -> ContextManager[None]: ...
+    def begin(self, job: "Job") -> None: ...
+    def progress(self, job: "Job", record: StepRecord) -> None: ...
+    def preview(self, job: "Job", images: list) -> None: ...
+    def should_stop(self) -> bool: ...
+    def end(self, job: "Job") -> None: ...
+
+
+@dataclass
+class Job:
+    id: str
+    config: dict[str, Any]
+    state: str = "queued"
+    step: int = 0
+    max_steps: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    eta: float | None = None
+    files: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    error: str = ""
+    final_path: str = ""
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    interrupt_requested: bool = False
+
+    def to_dict(self, losses: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not losses:
+            data.pop("losses")
+        return data
+
+
+def preflight(parsed: ParsedConfig, adapter: ModelAdapter, host: Host) -> list[str]:
+    """The checks that need the model and the disk, done before a job is accepted, so the answer is immediate."""
+    config = parsed.config
+    list_images(config.train_data_dir)
+    plan_paths(config, host.embeddings_dir(), host.run_root(), host.existing_names())
+    notes = parsed.messages()
+    if not config.weights:
+        notes.append(init_vectors(adapter, config.init_word, config.num_vectors_per_token)[1])
+    if config.output_name and config.output_name != config.token_string:
+        notes.append(f"The file is named {config.output_name!r}: in the WebUI you type '{config.output_name}' in prompts.")
+    return notes
+
+
+class JobManager:
+    """Holds every job of this session; refuses a second one while one is queued or running."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+
+    def current(self) -> Job | None:
+        with self._lock:
+            active = [j for j in self.jobs.values() if j.state in ACTIVE]
+            return active[0] if active else (max(self.jobs.values(), key=lambda j: j.created) if self.jobs else None)
+
+    def create(self, config: TrainConfig) -> Job:
+        with self._lock:
+            for job in self.jobs.values():
+                if job.state in ACTIVE:
+                    raise Busy(f"A training job ({job.id}, '{job.config.get('token_string')}') is already {job.state}; "
+                               "wait for it to finish or interrupt it.")
+            job = Job(id=uuid.uuid4().hex[:12], config=config.to_dict(), max_steps=config.max_train_steps)
+            self.jobs[job.id] = job
+            return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def interrupt(self, job: Job, host_interrupt: Callable[[], None]) -> None:
+        job.interrupt_requested = True
+        if job.state == "running":
+            host_interrupt()
+
+    def run(self, job: Job, config: TrainConfig, adapter_factory: Callable[[], ModelAdapter], host: Host,
+            lock: ContextManager[None] | None = None) -> Job:
+        """Run the job to its end in this thread; every failure becomes the job's state and message."""
+        with lock if lock is not None else host.gpu_lock():
+            if job.interrupt_requested:
+                job.state, job.error = "interrupted", "Interrupted before it started."
+                return job
+            job.state = "running"
+            try:
+                host.begin(job)
+                result = train(config, adapter_factory(), host.embeddings_dir(), host.run_root(),
+                               _services(job, host), host.existing_names())
+                job.state, job.step, job.final_path = result.state, result.step, result.final_path
+                job.files = result.files
+                if result.state == "failed":
+                    job.error = result.message
+            except UserError as e:
+                job.state, job.error = "failed", str(e)
+            except Exception as e:  # anything else is a bug or the machine; the user still gets a sentence
+                log.exception("TI Trainer: training failed")
+                job.state, job.error = "failed", f"Training failed: {type(e).__name__}: {e}"
+            finally:
+                job.finished = time.time()
+                host.end(job)
+        return job
+
+    def start(self, job: Job, config: TrainConfig, adapter_factory: Callable[[], ModelAdapter], host: Host) -> None:
+        """Run in a background thread (the API answers at once with the job id)."""
+        thread = threading.Thread(target=self.run, args=(job, config, adapter_factory, host),
+                                  name=f"ti-trainer-{job.id}", daemon=True)
+        thread.start()
+
+
+def _services(job: Job, host: Host) -> Services:
+    def progress(record: StepRecord) -> None:
+        job.step, job.loss, job.lr, job.eta = record.step, record.loss, record.lr, record.eta
+        job.losses.append([record.step, record.loss])
+        host.progress(job, record)
+
+    def samples(step: int, images: list, paths: list[str]) -> None:
+        job.samples.extend(paths)
+        host.preview(job, images)
+
+    def should_stop() -> bool:
+        return job.interrupt_requested or host.should_stop()
+
+    return Services(progress=progress, should_stop=should_stop, message=job.messages.append, samples=samples,
+                    checkpoint=lambda path: None)
+
+
+@contextlib.contextmanager
+def no_lock():
+    yield

@@ -1,0 +1,21 @@
+"""The optimizer: 8-bit AdamW through bitsandbytes when asked and possible, AdamW otherwise."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_optimizer(params: list[torch.Tensor], use_8bit: bool, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
+    """The optimizer and a sentence for the user when the 8-bit one could not be used (said once, here)."""
+    if use_8bit:
+        if device.type != "cuda":
+            note = "8-bit AdamW needs a CUDA GPU; training with AdamW instead."
+        else:
+            try:
+                import bitsandbytes as bnb
+
+                return bnb.optim.AdamW8bit(params, lr=1e-3, weight_decay=0.0), "Using 8-bit AdamW (bitsandbytes)."
+            except Exception as e:  # missing package or a broken CUDA setup both mean: fall back
+                note = f"8-bit AdamW is unavailable ({type(e).__name__}: {e}); training with AdamW instead."
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0), note
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0), ""

@@ -1,0 +1,316 @@
+"""The training run, top to bottom: check, read the data, start the vectors, train, save.
+
+Everything the WebUI provides comes in through a ``ModelAdapter`` and ``Services``; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lib_ti import __version__
+from lib_ti.batches import BatchSampler, LatentCache
+from lib_ti.captions import make_plan
+from lib_ti.config import TrainConfig, config_to_json
+from lib_ti.dataset import load_dataset
+from lib_ti.errors import UserError
+from lib_ti.files import atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding, save_optimizer_state
+from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
+from lib_ti.optim import make_optimizer
+from lib_ti.paths import RunPaths, plan_paths
+from lib_ti.schedule import LRSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRecord:
+    """One progress record per optimizer step; the glue maps it onto the WebUI's progress bar and the log."""
+
+    step: int
+    max_steps: int
+    loss: float
+    lr: float
+    elapsed: float
+    eta: float
+    prompt: str = ""
+
+
+@dataclass
+class Services:
+    """What the run needs from its host; defaults make it runnable anywhere."""
+
+    progress: Callable[[StepRecord], None] = lambda record: None
+    should_stop: Callable[[], bool] = lambda: False
+    message: Callable[[str], None] = lambda text: None
+    samples: Callable[[int, list[Image.Image], list[str]], None] = lambda step, images, paths: None
+    checkpoint: Callable[[str], None] = lambda path: None
+
+
+@dataclass
+class TrainResult:
+    state: str  # done | interrupted | failed
+    step: int
+    final_path: str
+    files: list[str] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    message: str = ""
+    messages: list[str] = field(default_factory=list)
+
+
+class _Run:
+    """State shared by the phases of one run."""
+
+    def __init__(self, config: TrainConfig, adapter: ModelAdapter, paths: RunPaths, services: Services):
+        self.config, self.adapter, self.paths, self.services = config, adapter, paths, services
+        self.messages: list[str] = []
+        self.files: list[str] = []
+        self.losses: list[tuple[int, float]] = []
+        self.step = 0
+        self.vectors: dict[str, torch.Tensor] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def say(self, text: str) -> None:
+        log.info(text)
+        self.messages.append(text)
+        self.services.message(text)
+
+
+def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_root: str,
+          services: Services | None = None, existing_embeddings: set[str] | None = None) -> TrainResult:
+    """Train one embedding. Raises UserError for bad input before anything is written."""
+    services = services or Services()
+    paths = plan_paths(config, embeddings_dir, run_root, existing_embeddings or set())
+    run = _Run(config, adapter, paths, services)
+    if config.model_name_or_path and not _same_model(config.model_name_or_path, adapter.model_name):
+        run.say(f"model_name_or_path names {config.model_name_or_path!r}, but training uses the loaded model "
+                f"{adapter.model_name!r}.")
+    seed = config.seed if config.seed >= 0 else random.randrange(2**31)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+
+    # read the images and encode them once with the VAE
+    resolution = config.resolution or adapter.native_resolution
+    dataset = load_dataset(config.train_data_dir, resolution, config.caption_extension, config.enable_bucket)
+    for note in dataset.notes:
+        run.say(note)
+    run.say(f"{len(dataset.items)} image(s) at {resolution} px, seed {seed}, {adapter.family} model {adapter.model_name}.")
+    cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
+
+    # start the vectors: from an earlier embedding, or from the init word
+    _start_vectors(run)
+    if run.step >= config.max_train_steps:
+        raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
+    os.makedirs(paths.run_dir, exist_ok=True)
+    atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
+
+    leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
+    run.vectors = leaves
+    run.optimizer, note = make_optimizer(list(leaves.values()), config.use_8bit_adam, adapter.device)
+    if note:
+        run.say(note)
+    _load_optimizer(run)
+    plan = make_plan(config.token_string, config.caption_source, config.template_set, config.templates,
+                     [(s.step, s.templates) for s in config.stages])
+    sampler = BatchSampler(cache, plan, config.train_batch_size, rng)
+    options = TrainOptions(config.gradient_checkpointing, config.mixed_precision)
+    with adapter.training(config.token_string, leaves, options):
+        state, message = _loop(run, sampler)
+        final = _save(run, paths.final, checkpoint=False)
+    run.say(message)
+    return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages)
+
+
+def _same_model(named: str, loaded: str) -> bool:
+    stem = os.path.splitext(os.path.basename(named.replace("\\", "/")))[0].lower()
+    return bool(stem) and stem in loaded.lower()
+
+
+def _start_vectors(run: _Run) -> None:
+    config, adapter = run.config, run.adapter
+    if config.weights:
+        vectors, meta = load_embedding(config.weights)
+        if set(vectors) != set(adapter.embedding_dims) or any(
+                vectors[k].shape[-1] != d for k, d in adapter.embedding_dims.items()):
+            shapes = {k: tuple(v.shape) for k, v in vectors.items()}
+            raise UserError(f"weights {config.weights!r} has vectors {shapes}, which do not fit the loaded "
+                            f"{adapter.family} model (width {adapter.embedding_dims}).")
+        run.vectors = {k: v.clone() for k, v in vectors.items()}
+        run.step = int(meta.get("step") or meta.get("ti_step") or 0) if meta else _pt_step(config.weights)
+        count = next(iter(vectors.values())).shape[0]
+        if count != config.num_vectors_per_token:
+            run.say(f"Resuming with the file's {count} vector(s); num_vectors_per_token {config.num_vectors_per_token} ignored.")
+        run.say(f"Resuming from {os.path.basename(config.weights)} at step {run.step}.")
+        return
+    run.vectors, note = init_vectors(adapter, config.init_word, config.num_vectors_per_token)
+    run.say(note)
+
+
+def _pt_step(path: str) -> int:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return int(data.get("step") or 0) if isinstance(data, dict) else 0
+    except Exception:
+        return 0
+
+
+def _load_optimizer(run: _Run) -> None:
+    if not run.config.weights:
+        return
+    stem = os.path.splitext(run.config.weights)[0]
+    candidates = [stem + ".optimizer.safetensors", run.paths.optimizer_file(run.step)]
+    for path in candidates:
+        state = load_optimizer_state(path, run.vectors)
+        if state is not None:
+            run.optimizer.load_state_dict(state)
+            run.say(f"Loaded the optimizer state saved with that embedding ({os.path.basename(path)}).")
+            return
+    run.say("No matching optimizer state was found; the optimizer starts fresh.")
+
+
+def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
+    """The optimizer steps. Returns (state, message); the vectors always end finite."""
+    config, adapter, services = run.config, run.adapter, run.services
+    schedule = LRSchedule(config.learning_rate, config.max_train_steps, config.lr_scheduler, config.lr_warmup_steps,
+                          config.lr_scheduler_num_cycles, config.lr_scheduler_power)
+    alphas = adapter.alphas_cumprod().to(adapter.device, torch.float32)
+    scaler = torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
+    start_step, started = run.step, time.time()
+    last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
+    while run.step < config.max_train_steps:
+        if services.should_stop():
+            return "interrupted", f"Interrupted at step {run.step}; the embedding was saved as it was."
+        lr = schedule.rate(run.step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        loss, prompt = _accumulate(run, sampler, alphas, scaler)
+        if not math.isfinite(loss):
+            _restore(run, last_good)
+            return "failed", (f"The loss became {loss} at step {run.step + 1}, so training stopped and kept the last "
+                              f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'.")
+        _optimizer_step(run, scaler)
+        if not all(torch.isfinite(v).all() for v in run.vectors.values()):
+            _restore(run, last_good)
+            return "failed", (f"The vectors became non-finite at step {run.step + 1}; the last finite ones "
+                              f"(step {run.step}) were kept. Try a lower learning_rate.")
+        run.step += 1
+        last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
+        run.losses.append((run.step, loss))
+        _log_step(run, loss, lr)
+        elapsed = time.time() - started
+        eta = elapsed / (run.step - start_step) * (config.max_train_steps - run.step)
+        services.progress(StepRecord(run.step, config.max_train_steps, loss, lr, elapsed, eta, prompt))
+        _periodic(run)
+    return "done", f"Trained {run.config.token_string!r} to step {run.step}."
+
+
+def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[float, str]:
+    """Forward and backward over gradient_accumulation_steps batches; the mean loss and one prompt."""
+    config, adapter = run.config, run.adapter
+    total, prompt = 0.0, ""
+    for _ in range(config.gradient_accumulation_steps):
+        latents, prompts = sampler.next_batch(run.step)
+        latents = latents.to(adapter.device)
+        noise = torch.randn_like(latents)
+        if config.noise_offset:
+            noise += config.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
+        t = torch.randint(0, alphas.shape[0], (latents.shape[0],), device=latents.device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        target = noise if adapter.prediction_type == "eps" else a.sqrt() * noise - (1 - a).sqrt() * latents
+        size = (latents.shape[2] * 8, latents.shape[3] * 8)
+        with adapter.autocast(config.mixed_precision):
+            cond = adapter.encode_text(prompts, size)
+            pred = adapter.predict(noisy, t, cond)
+        loss = F.mse_loss(pred.float(), target.float()) / config.gradient_accumulation_steps
+        (scaler.scale(loss) if scaler else loss).backward()
+        total += loss.item()
+        prompt = prompts[0]
+    return total, prompt
+
+
+def _optimizer_step(run: _Run, scaler) -> None:
+    if scaler:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _restore(run: _Run, good: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for key, value in run.vectors.items():
+            value.copy_(good[key])
+
+
+def _log_step(run: _Run, loss: float, lr: float) -> None:
+    """One CSV line per step next to the checkpoints: step, loss, lr."""
+    path = run.paths.log_file
+    new = not os.path.exists(path)
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write("step,loss,lr,time\n")
+        f.write(f"{run.step},{loss:.7f},{lr:.8g},{time.time():.1f}\n")
+
+
+def _periodic(run: _Run) -> None:
+    config = run.config
+    if config.save_every_n_steps and run.step % config.save_every_n_steps == 0 and run.step < config.max_train_steps:
+        _save(run, run.paths.checkpoint(run.step), checkpoint=True)
+    if config.sample_every_n_steps and run.step % config.sample_every_n_steps == 0:
+        _samples(run)
+
+
+def _metadata(run: _Run) -> dict[str, str]:
+    adapter = run.adapter
+    return {
+        "ti_trainer_version": __version__,
+        "ti_token": run.config.token_string,
+        "ti_step": str(run.step),
+        "ti_vectors": str(next(iter(run.vectors.values())).shape[0]),
+        "ti_model_family": adapter.family,
+        "ti_base_model_name": adapter.model_name,
+        "ti_base_model_hash": adapter.model_hash,
+        "ti_run_dir": run.paths.run_dir,
+        "ti_settings": json.dumps(run.config.to_dict()),
+    }
+
+
+def _save(run: _Run, path: str, checkpoint: bool) -> str:
+    """Write the vectors (and, beside a checkpoint, the optimizer state); each file lands whole or not at all."""
+    vectors = {k: v.detach() for k, v in run.vectors.items()}
+    save_embedding(path, vectors, run.config.token_string, run.step, _metadata(run))
+    save_optimizer_state(run.paths.optimizer_file(run.step), run.optimizer.state_dict(), vectors)
+    if not checkpoint:  # the final file also stays among the checkpoints, for the test grid
+        save_embedding(run.paths.checkpoint(run.step), vectors, run.config.token_string, run.step, _metadata(run))
+        run.files.append(run.paths.checkpoint(run.step))
+    run.files.append(path)
+    run.services.checkpoint(path)
+    return path
+
+
+def _samples(run: _Run) -> None:
+    config = run.config
+    prompts = [p.replace("[name]", config.token_string) for p in config.sample_prompts] or [config.token_string]
+    resolution = config.resolution or run.adapter.native_resolution
+    with torch.no_grad():
+        images = run.adapter.sample(prompts, config.sample_seed, config.sample_steps, (resolution, resolution))
+    paths = []
+    os.makedirs(run.paths.samples_dir, exist_ok=True)
+    for i, image in enumerate(images):
+        path = os.path.join(run.paths.samples_dir, f"{run.paths.name}-{run.step:06d}-{i}.png")
+        image.save(path)
+        paths.append(path)
+    run.files.extend(paths)
+    run.services.samples(run.step, images, paths)

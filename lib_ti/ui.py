@@ -1,0 +1,154 @@
+"""The TI Trainer tab: the form, the actions behind its buttons, and the result view.
+
+The actions are plain methods (testable without gradio); ``build_tab`` lays out gradio components and takes
+the WebUI's GPU-call wrapper from the glue.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any, Callable
+
+from lib_ti.config import load_config_file, parse_config, save_config_file
+from lib_ti.errors import UserError
+from lib_ti.form import FIELDS, GROUPS, config_to_values, values_to_dict
+from lib_ti.jobs import Host, Job, JobManager, no_lock, preflight
+from lib_ti.model import ModelAdapter
+from lib_ti.plot import loss_svg
+
+ELEM = "ti_trainer"
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    lines = "<br>".join(html.escape(line) for line in str(text).splitlines())
+    return f'<div class="ti-trainer-msg ti-trainer-{kind}">{lines}</div>'
+
+
+def result_html(job: Job) -> str:
+    kind = {"done": "ok", "interrupted": "warn"}.get(job.state, "error")
+    parts = [f'<div class="ti-trainer-msg ti-trainer-{kind}"><b>{html.escape(job.state.capitalize())}</b> at step '
+             f'{job.step}/{job.max_steps}' + (f" — {html.escape(job.error)}" if job.error else "") + "</div>"]
+    if job.final_path:
+        parts.append(f"<p>Embedding: <code>{html.escape(job.final_path)}</code> — type "
+                     f"<code>{html.escape(os.path.splitext(os.path.basename(job.final_path))[0])}</code> in a prompt.</p>")
+    if job.messages:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in job.messages) + "</ul>")
+    checkpoints = [f for f in job.files if f != job.final_path]
+    if checkpoints:
+        parts.append(f"<details><summary>{len(checkpoints)} checkpoint file(s)</summary><ul>"
+                     + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in checkpoints) + "</ul></details>")
+    parts.append(loss_svg(job.losses))
+    return "\n".join(parts)
+
+
+class TabActions:
+    def __init__(self, manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
+                 host_interrupt: Callable[[], None]):
+        self.manager, self.host, self.adapter_factory, self.host_interrupt = manager, host, adapter_factory, host_interrupt
+
+    def train(self, *values: Any) -> tuple[list[str], str]:
+        """Runs in the caller's thread, which already holds the WebUI's GPU queue."""
+        try:
+            parsed = parse_config(values_to_dict(values))
+            adapter = self.adapter_factory()
+            notes = preflight(parsed, adapter, self.host)
+            job = self.manager.create(parsed.config)
+        except UserError as e:
+            return [], message_html(str(e), "error")
+        job.messages.extend(notes)
+        self.manager.run(job, parsed.config, lambda: adapter, self.host, lock=no_lock())
+        return list(job.samples), result_html(job)
+
+    def interrupt(self) -> None:
+        job = self.manager.current()
+        if job is not None and job.state in ("queued", "running"):
+            self.manager.interrupt(job, self.host_interrupt)
+
+    def load(self, path: str, upload: Any = None) -> list[Any]:
+        """Form values from a JSON file (uploaded, or a path on this machine), plus a message."""
+        source = getattr(upload, "name", None) or upload or path
+        try:
+            if not source:
+                raise UserError("Give a config file path or upload one.")
+            parsed = load_config_file(str(source))
+        except UserError as e:
+            return [None] * len(FIELDS) + [message_html(str(e), "error")]
+        notes = parsed.messages() or ["All keys were read."]
+        return config_to_values(parsed.config) + [message_html(f"Loaded {os.path.basename(str(source))}.\n" + "\n".join(notes))]
+
+    def save(self, path: str, *values: Any) -> str:
+        try:
+            if not path:
+                raise UserError("Give a path to save the config to, e.g. /data/mystyle.json")
+            parsed = parse_config(values_to_dict(values))
+            if os.path.isdir(path):
+                path = os.path.join(path, f"{parsed.config.name}.json")
+            save_config_file(parsed.config, path)
+        except UserError as e:
+            return message_html(str(e), "error")
+        return message_html(f"Saved {path}", "ok")
+
+
+def _component(gr, spec, default: Any):
+    elem_id = f"{ELEM}_{spec.key}"
+    common = {"label": spec.label, "elem_id": elem_id}
+    if spec.info:
+        common["info"] = spec.info
+    if spec.kind == "bool":
+        return gr.Checkbox(value=default, **common)
+    if spec.kind == "choice":
+        return gr.Dropdown(choices=list(spec.choices), value=default, **common)
+    if spec.kind == "slider":
+        return gr.Slider(minimum=1, maximum=75, step=1, value=default, **common)
+    if spec.kind == "int":
+        return gr.Number(value=default, precision=0, **common)
+    if spec.kind == "float":
+        return gr.Number(value=default, **common)
+    if spec.kind in ("lines", "stages"):
+        return gr.Textbox(value=default, lines=3, **common)
+    return gr.Textbox(value=default, lines=1, **common)
+
+
+def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any]):
+    """The gradio Blocks of the tab; ``wrap_gpu`` is the WebUI's wrap_gradio_gpu_call."""
+    import gradio as gr
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                with gr.Row():
+                    config_path = gr.Textbox(label="Config file (JSON)", elem_id=f"{ELEM}_config_path", scale=4)
+                    config_upload = gr.File(label="or upload", file_types=[".json"], elem_id=f"{ELEM}_config_upload", scale=2)
+                with gr.Row():
+                    load_button = gr.Button("Load config", elem_id=f"{ELEM}_load")
+                    save_button = gr.Button("Save config", elem_id=f"{ELEM}_save")
+                components = []
+                for group in GROUPS:
+                    with gr.Accordion(group, open=group == "Embedding", elem_id=f"{ELEM}_group_{group.lower()}"):
+                        for spec, default in zip(FIELDS, defaults):
+                            if spec.group == group:
+                                components.append((FIELDS.index(spec), _component(gr, spec, default)))
+                inputs = [c for _, c in sorted(components, key=lambda item: item[0])]
+            with gr.Column(scale=2):
+                with gr.Row():
+                    train_button = gr.Button("Train embedding", variant="primary", elem_id=f"{ELEM}_train")
+                    interrupt_button = gr.Button("Interrupt", elem_id=f"{ELEM}_interrupt")
+                message = gr.HTML(elem_id=f"{ELEM}_message")
+                gr.HTML('<div id="ti_trainer_progress"></div><div id="ti_trainer_loss"></div>')
+                gallery = gr.Gallery(label="Previews", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
+                output = gr.HTML(elem_id=f"{ELEM}_output")
+                id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
+
+        train_button.click(
+            fn=wrap_gpu(lambda _id_task, *values: actions.train(*values), extra_outputs=[[], ""]),
+            _js="ti_trainer_start", inputs=[id_task, *inputs], outputs=[gallery, output])
+        interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
+        def load(path, upload):  # None means "leave that field as it is"
+            values = actions.load(path, upload)
+            return [gr.update() if v is None else v for v in values[:-1]] + values[-1:]
+
+        load_button.click(fn=load, inputs=[config_path, config_upload], outputs=[*inputs, message])
+        config_upload.upload(fn=lambda upload: load("", upload), inputs=[config_upload], outputs=[*inputs, message])
+        save_button.click(fn=actions.save, inputs=[config_path, *inputs], outputs=[message])
+    return tab

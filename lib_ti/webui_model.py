@@ -1,0 +1,263 @@
+"""The WebUI's loaded model (SD1, SD2, SDXL) behind the trainer's small interface, and the host services.
+
+This is the only module of lib_ti that imports the WebUI's ``modules``. Prompts are encoded by the WebUI's own
+hijacked text encoders, with the trained vectors registered in its embedding database for the run: training
+sees prompts exactly as txt2img will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from contextlib import closing
+from typing import Iterator
+
+import torch
+from PIL import Image
+from torch.utils.checkpoint import checkpoint
+
+from modules import devices, processing, prompt_parser, sd_hijack, shared
+from modules.textual_inversion.textual_inversion import Embedding
+
+from lib_ti.errors import UserError
+from lib_ti.model import TrainOptions, default_autocast
+
+
+def _family(model) -> str:
+    if getattr(model, "is_sdxl", False) and not getattr(model, "is_sdxl_inpaint", False):
+        return "sdxl"
+    if getattr(model, "is_sd3", False):
+        raise UserError("SD3 models are not supported by TI Trainer; load an SD1, SD2 or SDXL model.")
+    if getattr(model, "is_sdxl_inpaint", False) or getattr(getattr(model, "model", None), "conditioning_key", "") in ("hybrid", "concat"):
+        raise UserError("Inpainting and instruct-pix2pix models are not supported; load the base model instead.")
+    if getattr(model, "is_sd2", False):
+        return "sd2"
+    if getattr(model, "is_sd1", False):
+        return "sd1"
+    raise UserError(f"The loaded model ({type(model).__name__}) is not an SD1, SD2 or SDXL model.")
+
+
+def _token_layer(wrapper) -> torch.nn.Module:
+    """The WebUI's EmbeddingsWithFixes layer inside one hijacked text encoder."""
+    wrapped = wrapper.wrapped
+    if hasattr(wrapped, "transformer"):
+        return wrapped.transformer.text_model.embeddings.token_embedding
+    return wrapped.model.token_embedding
+
+
+class WebUIModel:
+    """``lib_ti.model.ModelAdapter`` on ``shared.sd_model``."""
+
+    def __init__(self):
+        model = shared.sd_model
+        if model is None:
+            raise UserError("No Stable Diffusion model is loaded. Choose one at the top of the WebUI first.")
+        self.m = model
+        self.family = _family(model)
+        self.prediction_type = "v" if getattr(model, "parameterization", "eps") == "v" else "eps"
+        self.native_resolution = {"sd1": 512, "sd2": 768 if self.prediction_type == "v" else 512, "sdxl": 1024}[self.family]
+        info = getattr(model, "sd_checkpoint_info", None)
+        self.model_name = getattr(info, "name_for_extra", "") or "unknown"
+        self.model_hash = (getattr(info, "shorthash", None) or "") if info else ""
+        self.device = devices.device
+        self.encoders = self._encoders()
+        self.embedding_dims = {key: layer.wrapped.weight.shape[1] for key, (_, layer) in self.encoders.items()}
+
+    def _encoders(self) -> dict[str, tuple[object, torch.nn.Module]]:
+        if self.family == "sdxl":
+            wrappers = [e for e in self.m.conditioner.embedders if hasattr(e, "encode_embedding_init_text")]
+        else:
+            wrappers = [self.m.cond_stage_model]
+        out = {}
+        for wrapper in wrappers:
+            layer = _token_layer(wrapper)
+            out[getattr(layer, "textual_inversion_key", "clip_l")] = (wrapper, layer)
+        return out
+
+    def token_ids(self, text: str) -> list[int]:
+        wrapper = next(iter(self.encoders.values()))[0]
+        return list(wrapper.tokenize([text])[0])
+
+    def token_vectors(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, (_, layer) in self.encoders.items():
+            weight = layer.wrapped.weight
+            out[key] = weight[torch.tensor(ids, device=weight.device)].detach().float().cpu()
+        return out
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.m.alphas_cumprod.detach().float()
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), devices.autocast():
+            posterior = self.m.encode_first_stage(pixels.to(devices.device, devices.dtype_vae))
+            z = posterior.mode() if hasattr(posterior, "mode") else posterior
+            return self.m.get_first_stage_encoding(z).float()
+
+    def autocast(self, mixed_precision: str):
+        return default_autocast(self.device, mixed_precision)
+
+    @contextlib.contextmanager
+    def training(self, token: str, vectors: dict[str, torch.Tensor], options: TrainOptions) -> Iterator[None]:
+        """Freeze the model, route ``token`` to the trained vectors, and put everything back afterwards."""
+        params = [(p, p.requires_grad) for p in self.m.parameters()]
+        trainable = [(w, getattr(w, "is_trainable", False)) for w, _ in self.encoders.values()]
+        embedding = Embedding(vectors["clip_l"] if len(vectors) == 1 else vectors, token)
+        embedding.vectors = next(iter(vectors.values())).shape[0]
+        embedding.shape = sum(v.shape[1] for v in vectors.values())
+        try:
+            for p, _ in params:
+                p.requires_grad_(False)
+            for wrapper, _ in trainable:  # sgm runs non-trainable embedders under no_grad
+                wrapper.is_trainable = True
+            sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, self.m, token)
+            clear_conditioning_cache()
+            with _checkpointing(options.gradient_checkpointing), torch.inference_mode(False), torch.enable_grad():
+                yield
+        finally:
+            for p, flag in params:
+                p.requires_grad_(flag)
+            for wrapper, flag in trainable:
+                wrapper.is_trainable = flag
+            reload_embeddings()
+
+    def encode_text(self, prompts: list[str], size: tuple[int, int]):
+        if self.family == "sdxl":
+            batch = prompt_parser.SdConditioning(prompts, width=size[1], height=size[0])
+            return self.m.get_learned_conditioning(batch)
+        return self.m.cond_stage_model(prompts)
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond) -> torch.Tensor:
+        return self.m.apply_model(noisy.to(devices.dtype_unet), timesteps, cond)
+
+    def sample(self, prompts: list[str], seed: int, steps: int, size: tuple[int, int]) -> list[Image.Image]:
+        """Previews through the WebUI's own txt2img, leaving the progress counters as they were."""
+        state = shared.state
+        saved = (state.job, state.job_no, state.job_count, state.textinfo)
+        images = []
+        try:
+            for prompt in prompts:
+                if state.interrupted:
+                    break
+                clear_conditioning_cache()
+                p = processing.StableDiffusionProcessingTxt2Img(
+                    sd_model=self.m, prompt=prompt, seed=seed, steps=steps, width=size[1], height=size[0],
+                    do_not_save_grid=True, do_not_save_samples=True, do_not_reload_embeddings=True)
+                with closing(p):
+                    processed = processing.process_images(p)
+                images += processed.images[:1]
+        finally:
+            state.job, state.job_no, state.job_count, state.textinfo = saved
+            clear_conditioning_cache()
+        return images
+
+    def weights_digest(self) -> str:
+        """A hash of every weight, to show that training left the model unchanged."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.m.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def clear_conditioning_cache() -> None:
+    """The WebUI caches conditioning by prompt text, not by vectors: clear it whenever the vectors change."""
+    processing.StableDiffusionProcessing.cached_c = [None, None]
+    processing.StableDiffusionProcessing.cached_uc = [None, None]
+    processing.StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
+    processing.StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
+
+
+def reload_embeddings() -> None:
+    """Reload the embedding database so new files work in txt2img without a restart."""
+    clear_conditioning_cache()
+    if shared.sd_model is not None:
+        sd_hijack.model_hijack.embedding_db.load_textual_inversion_embeddings(force_reload=True)
+
+
+def existing_embedding_names() -> set[str]:
+    db = sd_hijack.model_hijack.embedding_db
+    return set(db.word_embeddings) | set(db.skipped_embeddings)
+
+
+def embeddings_dir() -> str:
+    return shared.cmd_opts.embeddings_dir
+
+
+@contextlib.contextmanager
+def _checkpointing(enabled: bool) -> Iterator[None]:
+    """Recompute block activations in backward: less memory, more compute. Only when asked."""
+    if not enabled:
+        yield
+        return
+    classes = []
+    for module_name in ("ldm.modules.attention", "ldm.modules.diffusionmodules.openaimodel",
+                        "sgm.modules.attention", "sgm.modules.diffusionmodules.openaimodel"):
+        module = __import__(module_name, fromlist=["_"])
+        for cls_name in ("BasicTransformerBlock", "ResBlock"):
+            cls = getattr(module, cls_name, None)
+            if cls is not None and hasattr(cls, "_forward"):
+                classes.append((cls, cls.forward))
+    try:
+        for cls, _ in classes:
+            cls.forward = lambda self, *args, **kwargs: checkpoint(self._forward, *args, use_reentrant=False, **kwargs)
+        yield
+    finally:
+        for cls, forward in classes:
+            cls.forward = forward
+
+
+class WebUIHost:
+    """``lib_ti.jobs.Host`` on the WebUI: its GPU queue, folders, progress bar and Interrupt button.
+
+    ``owns_state`` is True for API jobs; the tab's jobs run inside ``wrap_gradio_gpu_call``, which already
+    holds the queue lock and begins and ends ``shared.state``.
+    """
+
+    def __init__(self, owns_state: bool):
+        self.owns_state = owns_state
+
+    def embeddings_dir(self) -> str:
+        return embeddings_dir()
+
+    def run_root(self) -> str:
+        from modules import paths
+
+        folder = shared.opts.data.get("ti_trainer_output_dir") or os.path.join("outputs", "ti-trainer")
+        return folder if os.path.isabs(folder) else os.path.join(paths.data_path, folder)
+
+    def existing_names(self) -> set[str]:
+        return existing_embedding_names()
+
+    def gpu_lock(self):
+        from modules import call_queue
+
+        return call_queue.queue_lock if self.owns_state else contextlib.nullcontext()
+
+    def begin(self, job) -> None:
+        if self.owns_state:
+            shared.state.begin(job="ti-trainer")
+        shared.state.job = "ti-trainer"
+        shared.state.job_count = job.max_steps
+        shared.state.textinfo = "Preparing the dataset…"
+        self._digest = WebUIModel().weights_digest() if shared.opts.data.get("ti_trainer_verify_model") else None
+
+    def progress(self, job, record) -> None:
+        shared.state.job_no = record.step
+        shared.state.textinfo = f"Step {record.step}/{record.max_steps}, loss {record.loss:.4f}, lr {record.lr:.2e}"
+
+    def preview(self, job, images: list) -> None:
+        if images:
+            shared.state.assign_current_image(images[0])
+
+    def should_stop(self) -> bool:
+        return bool(shared.state.interrupted)
+
+    def end(self, job) -> None:
+        reload_embeddings()
+        if getattr(self, "_digest", None) and shared.sd_model is not None:
+            same = WebUIModel().weights_digest() == self._digest
+            job.messages.append("Model weights verified unchanged." if same else "WARNING: the model's weights changed!")
+        if self.owns_state:
+            shared.state.end()

@@ -1,0 +1,43 @@
+"""WebUI glue for TI Trainer: the tab, the settings section and the API routes. No training logic here."""
+
+import os
+
+from modules import call_queue, script_callbacks, shared
+
+# The WebUI puts the extension root on sys.path while this file loads: import the package now.
+from lib_ti import webui_model
+from lib_ti.api import basic_auth, create_router
+from lib_ti.config import TrainConfig
+from lib_ti.form import config_to_values
+from lib_ti.jobs import JobManager
+from lib_ti.ui import TabActions, build_tab
+
+SECTION = ("ti_trainer", "TI Trainer")
+manager = JobManager()
+
+
+def on_ui_settings():
+    shared.opts.add_option("ti_trainer_output_dir", shared.OptionInfo(
+        os.path.join("outputs", "ti-trainer"), "Folder for runs: checkpoints, previews, logs (one subfolder per embedding)",
+        section=SECTION))
+    shared.opts.add_option("ti_trainer_verify_model", shared.OptionInfo(
+        False, "Check that training left the model's weights unchanged (hashes every weight before and after)",
+        section=SECTION))
+
+
+def on_ui_tabs():
+    actions = TabActions(manager, webui_model.WebUIHost(owns_state=False), webui_model.WebUIModel,
+                         shared.state.interrupt)
+    tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()))
+    return [(tab, "TI Trainer", "ti_trainer_tab")]
+
+
+def on_app_started(_demo, app):
+    dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
+    app.include_router(create_router(manager, webui_model.WebUIHost(owns_state=True), webui_model.WebUIModel,
+                                     shared.state.interrupt, dependencies))
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_app_started(on_app_started)
