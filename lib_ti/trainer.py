@@ -225,18 +225,23 @@ def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) 
         if config.noise_offset:
             noise += config.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
         t = torch.randint(0, alphas.shape[0], (latents.shape[0],), device=latents.device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        target = noise if adapter.prediction_type == "eps" else a.sqrt() * noise - (1 - a).sqrt() * latents
-        size = (latents.shape[2] * 8, latents.shape[3] * 8)
         with adapter.autocast(config.mixed_precision):
-            cond = adapter.encode_text(prompts, size)
-            pred = adapter.predict(noisy, t, cond)
-        loss = F.mse_loss(pred.float(), target.float()) / config.gradient_accumulation_steps
+            loss = diffusion_loss(adapter, alphas, latents, prompts, noise, t) / config.gradient_accumulation_steps
         (scaler.scale(loss) if scaler else loss).backward()
         total += loss.item()
         prompt = prompts[0]
     return total, prompt
+
+
+def diffusion_loss(adapter: ModelAdapter, alphas: torch.Tensor, latents: torch.Tensor, prompts: list[str],
+                   noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The model's own training objective: MSE to the noise (eps models) or to v (v-prediction models)."""
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    target = noise if adapter.prediction_type == "eps" else a.sqrt() * noise - (1 - a).sqrt() * latents
+    cond = adapter.encode_text(prompts, (latents.shape[2] * 8, latents.shape[3] * 8))
+    pred = adapter.predict(noisy, t, cond)
+    return F.mse_loss(pred.float(), target.float())
 
 
 def _optimizer_step(run: _Run, scaler) -> None:

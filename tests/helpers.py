@@ -1,0 +1,77 @@
+"""Shared test helpers: small datasets on disk and a host for jobs that uses plain folders and a lock."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tiny_model import TinySD, tokenizer_dir
+
+
+def make_dataset(folder: str, count: int = 4, caption: str | None = "mystyle", size=(80, 96), seed: int = 0) -> str:
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
+        if caption is not None:
+            with open(os.path.join(folder, f"{i:03d}.txt"), "w", encoding="utf-8") as f:
+                f.write(caption)
+    return folder
+
+
+def tiny_model(**kwargs) -> TinySD:
+    if not tokenizer_dir():
+        pytest.skip("needs the CLIP tokenizer in ../shared/test-models/hf (or TI_TEST_TOKENIZER)")
+    return TinySD(**kwargs)
+
+
+class FolderHost:
+    """lib_ti.jobs.Host over temporary folders; records what the WebUI would have been told."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.lock = threading.Lock()
+        self.stop = False
+        self.records, self.previews, self.events = [], [], []
+        os.makedirs(self.embeddings_dir(), exist_ok=True)
+
+    def embeddings_dir(self) -> str:
+        return os.path.join(self.root, "embeddings")
+
+    def run_root(self) -> str:
+        return os.path.join(self.root, "runs")
+
+    def existing_names(self) -> set[str]:
+        return {os.path.splitext(n)[0] for n in os.listdir(self.embeddings_dir())}
+
+    def gpu_lock(self):
+        return self.lock
+
+    def begin(self, job) -> None:
+        self.events.append("begin")
+
+    def progress(self, job, record) -> None:
+        self.records.append(record)
+
+    def preview(self, job, images) -> None:
+        self.previews.extend(images)
+
+    def should_stop(self) -> bool:
+        return self.stop
+
+    def end(self, job) -> None:
+        self.events.append("end")
+
+
+@contextlib.contextmanager
+def held(lock):
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

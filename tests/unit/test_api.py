@@ -1,0 +1,122 @@
+"""The /ti-trainer/v1 routes on a real FastAPI app, with jobs training a tiny real model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from helpers import FolderHost, make_dataset, tiny_model
+from lib_ti.api import basic_auth, create_router
+from lib_ti.jobs import JobManager
+
+pytestmark = pytest.mark.training
+
+
+@pytest.fixture
+def api(tmp_path):
+    host = FolderHost(str(tmp_path))
+    model = tiny_model()
+    manager = JobManager()
+    interrupts = []
+    app = FastAPI()
+    app.include_router(create_router(manager, host, lambda: model, lambda: interrupts.append(1)))
+    client = TestClient(app)
+    client.host, client.manager, client.interrupts = host, manager, interrupts
+    client.data = make_dataset(str(tmp_path / "data"))
+    return client
+
+
+def wait(client, job_id, states=("done", "failed", "interrupted"), timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/ti-trainer/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job still {job['state']}")
+
+
+def test_train_returns_a_job_id_at_once_and_the_job_finishes(api):
+    response = api.post("/ti-trainer/v1/train", json={
+        "train_data_dir": api.data, "token_string": "mystyle", "init_word": "painting", "max_train_steps": 3,
+        "save_every_n_steps": 1, "learning_rate": "5e-3", "epoch": 3, "frobnicate": 1})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["state"] in ("queued", "running", "done")
+    assert any("frobnicate" in m for m in body["messages"]) and any("'epoch' has no effect" in m for m in body["messages"])
+    job = wait(api, body["job_id"])
+    assert job["state"] == "done" and job["step"] == 3 and job["max_steps"] == 3
+    assert job["final_path"].endswith("embeddings/mystyle.safetensors")
+    assert len(job["losses"]) == 3 and job["loss"] == job["losses"][-1][1]
+    assert sum(f.endswith(".safetensors") for f in job["files"]) == 4  # 3 checkpoints + final
+    svg = api.get(f"/ti-trainer/v1/jobs/{body['job_id']}/loss.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and "<polyline" in svg.text
+    assert api.get("/ti-trainer/v1/jobs/current").json()["id"] == body["job_id"]
+
+
+@pytest.mark.parametrize("payload,needle", [
+    ({"token_string": "my style"}, "contains spaces"),
+    ({"token_string": "(x)"}, "prompt parser"),
+    ({"num_vectors_per_token": 0}, "num_vectors_per_token"),
+    ({"learning_rate": "1.2x"}, "learning_rate"),
+    ({"max_train_steps": -5}, "max_train_steps"),
+    ({"train_data_dir": "/nonexistent/folder"}, "is not a folder"),
+])
+def test_bad_input_answers_422_with_the_message(api, payload, needle):
+    body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 2, **payload}
+    response = api.post("/ti-trainer/v1/train", json=body)
+    assert response.status_code == 422
+    assert needle in response.json()["detail"]["message"]
+    assert not api.manager.jobs
+
+
+def test_existing_embedding_answers_422_and_is_kept(api):
+    existing = f"{api.host.embeddings_dir()}/mystyle.safetensors"
+    with open(existing, "wb") as f:
+        f.write(b"keep me")
+    response = api.post("/ti-trainer/v1/train", json={"train_data_dir": api.data, "token_string": "mystyle"})
+    assert response.status_code == 422 and "overwrite" in response.json()["detail"]["message"]
+    assert open(existing, "rb").read() == b"keep me"
+
+
+def test_a_second_job_while_one_waits_answers_409_and_interrupt_cancels_it(api):
+    body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 2}
+    api.host.lock.acquire()  # the WebUI is busy generating: the job waits in the queue
+    try:
+        first = api.post("/ti-trainer/v1/train", json=body).json()
+        second = api.post("/ti-trainer/v1/train", json={**body, "token_string": "other"})
+        assert second.status_code == 409 and "already" in second.json()["detail"]["message"]
+        assert api.post(f"/ti-trainer/v1/jobs/{first['job_id']}/interrupt").status_code == 200
+    finally:
+        api.host.lock.release()
+    job = wait(api, first["job_id"])
+    assert job["state"] == "interrupted" and job["step"] == 0
+
+
+def test_unknown_job_is_404(api):
+    assert api.get("/ti-trainer/v1/jobs/nope").status_code == 404
+    assert api.post("/ti-trainer/v1/jobs/nope/interrupt").status_code == 404
+
+
+def test_config_check_lists_unknown_and_ignored_keys(api):
+    response = api.post("/ti-trainer/v1/config/check", json={"token_string": "x", "train_data_dir": "d",
+                                                             "xformers": True, "whatever": 1})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["unknown_keys"] == ["whatever"] and "xformers" in body["ignored_keys"]
+
+
+def test_basic_auth_guards_the_routes():
+    app = FastAPI()
+    from fastapi import APIRouter
+
+    router = APIRouter(dependencies=[basic_auth("alice:secret")])
+    router.add_api_route("/x", lambda: {"ok": True})
+    app.include_router(router)
+    client = TestClient(app)
+    assert client.get("/x").status_code == 401
+    assert client.get("/x", auth=("alice", "wrong")).status_code == 401
+    assert client.get("/x", auth=("alice", "secret")).json() == {"ok": True}

@@ -1,0 +1,168 @@
+"""Real training steps on tiny real networks (CLIPTextModel + UNet2DConditionModel + AutoencoderKL)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import safetensors.torch
+import torch
+
+from helpers import make_dataset, tiny_model
+from lib_ti.config import parse_config
+from lib_ti.errors import UserError
+from lib_ti.files import load_embedding
+from lib_ti.model import TrainOptions, init_vectors, spread_init
+from lib_ti.trainer import Services, diffusion_loss, train
+
+pytestmark = pytest.mark.training
+
+
+def config(tmp_path, **overrides):
+    values = dict(train_data_dir=make_dataset(str(tmp_path / "data")), token_string="mystyle", init_word="painting",
+                  max_train_steps=4, save_every_n_steps=2, learning_rate="0.01", seed=1)
+    values.update(overrides)
+    return parse_config(values).config
+
+
+def run(tmp_path, model, services=None, **overrides):
+    return train(config(tmp_path, **overrides), model, str(tmp_path / "emb"), str(tmp_path / "runs"), services)
+
+
+def test_loss_falls_on_a_fixed_batch_and_only_the_vectors_change():
+    model = tiny_model()
+    before = model.weights_digest()
+    vectors, _ = init_vectors(model, "painting", 2)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in vectors.items()}
+    start = {k: v.detach().clone() for k, v in leaves.items()}
+    optimizer = torch.optim.AdamW(leaves.values(), lr=0.05, weight_decay=0.0)
+    torch.manual_seed(0)
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([300, 700])
+    alphas = model.alphas_cumprod()
+    losses = []
+    with model.training("mystyle", leaves, TrainOptions()):
+        for _ in range(40):
+            loss = diffusion_loss(model, alphas, latents, ["mystyle", "a mystyle painting"], noise, t)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.01 and max(losses[-5:]) < min(losses[:5]), losses
+    assert model.weights_digest() == before
+    assert all(p.grad is None for m in model.modules() for p in m.parameters())
+    assert all(not torch.equal(start[k], leaves[k].detach()) for k in leaves)
+
+
+def test_a_run_writes_the_embedding_checkpoints_log_and_previews(tmp_path):
+    model = tiny_model()
+    before = model.weights_digest()
+    records = []
+    result = run(tmp_path, model, Services(progress=records.append), sample_every_n_steps=2, num_vectors_per_token=3)
+    assert result.state == "done" and result.step == 4
+    assert result.final_path == str(tmp_path / "emb" / "mystyle.safetensors")
+    tensors = safetensors.torch.load_file(result.final_path)  # what the WebUI does with a .safetensors embedding
+    assert list(tensors) == ["emb_params"] and tensors["emb_params"].shape == (3, 32)
+    run_dir = tmp_path / "runs" / "mystyle"
+    assert sorted(p.name for p in run_dir.glob("mystyle-*.safetensors") if "optimizer" not in p.name) == [
+        "mystyle-2.safetensors", "mystyle-4.safetensors"]
+    with open(run_dir / "mystyle-log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(float(r["lr"]) == 0.01 for r in rows)
+    assert [r.step for r in records] == [1, 2, 3, 4]
+    assert len(list((run_dir / "samples").glob("*.png"))) == 2
+    assert model.weights_digest() == before
+    _, meta = load_embedding(result.final_path)
+    assert meta["step"] == "4" and meta["ti_model_family"] == "sd1" and meta["ti_vectors"] == "3"
+
+
+def test_sdxl_shaped_model_saves_clip_l_and_clip_g(tmp_path):
+    result = run(tmp_path, tiny_model(two_encoders=True), num_vectors_per_token=2, max_train_steps=2)
+    tensors = safetensors.torch.load_file(result.final_path)
+    assert set(tensors) == {"clip_l", "clip_g"}
+    assert tensors["clip_l"].shape == (2, 32) and tensors["clip_g"].shape == (2, 48)
+
+
+def test_v_prediction_model_trains(tmp_path):
+    result = run(tmp_path, tiny_model(prediction_type="v"), max_train_steps=2, save_model_as="pt")
+    data = torch.load(result.final_path, weights_only=True)
+    assert data["step"] == 2 and len(data["string_to_param"]) == 1
+
+
+def test_resume_continues_the_step_count_with_the_optimizer_state(tmp_path):
+    model = tiny_model()
+    first = run(tmp_path, model, max_train_steps=2)
+    messages = []
+    second = run(tmp_path, model, Services(message=messages.append), max_train_steps=4, weights=first.final_path,
+                 overwrite=True)
+    assert second.step == 4 and second.losses[0][0] == 3
+    assert any("Loaded the optimizer state" in m for m in messages), messages
+    assert any("Resuming from mystyle.safetensors at step 2" in m for m in messages)
+
+
+def test_interrupt_keeps_the_current_embedding(tmp_path):
+    model = tiny_model()
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    result = run(tmp_path, model, Services(should_stop=stop_after_two), max_train_steps=10)
+    assert result.state == "interrupted" and result.step == 2
+    vectors, meta = load_embedding(result.final_path)
+    assert meta["step"] == "2" and torch.isfinite(vectors["clip_l"]).all()
+
+
+def test_nan_loss_stops_and_keeps_the_last_finite_vectors(tmp_path):
+    model = tiny_model()
+    predict = model.predict
+    steps = []
+
+    def poisoned(noisy, t, cond):
+        steps.append(1)
+        out = predict(noisy, t, cond)
+        return out * float("nan") if len(steps) >= 3 else out
+
+    model.predict = poisoned
+    result = run(tmp_path, model, max_train_steps=6, save_every_n_steps=1)
+    assert result.state == "failed" and result.step == 2
+    assert "lower learning_rate" in result.message
+    vectors, meta = load_embedding(result.final_path)
+    checkpoint, _ = load_embedding(str(tmp_path / "runs" / "mystyle" / "mystyle-2.safetensors"))
+    assert torch.isfinite(vectors["clip_l"]).all() and torch.equal(vectors["clip_l"], checkpoint["clip_l"])
+
+
+def test_an_existing_embedding_is_not_overwritten_without_asking(tmp_path):
+    (tmp_path / "emb").mkdir()
+    existing = tmp_path / "emb" / "mystyle.safetensors"
+    existing.write_bytes(b"precious")
+    with pytest.raises(UserError, match="already exists"):
+        run(tmp_path, tiny_model())
+    assert existing.read_bytes() == b"precious"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_init_word_that_tokenises_to_nothing_is_refused(tmp_path):
+    with pytest.raises(UserError, match="tokenises to nothing"):
+        run(tmp_path, tiny_model(), init_word="   ")
+
+
+def test_weights_of_another_model_family_are_refused(tmp_path):
+    sdxl = run(tmp_path / "a", tiny_model(two_encoders=True), max_train_steps=1)
+    with pytest.raises(UserError, match="do not fit"):
+        run(tmp_path / "b", tiny_model(), weights=sdxl.final_path)
+
+
+@pytest.mark.parametrize("tokens,vectors", [(1, 4), (2, 4), (3, 3), (5, 2)])
+def test_spread_init_uses_every_token(tokens, vectors):
+    rows = torch.arange(tokens, dtype=torch.float32).unsqueeze(1).repeat(1, 3)
+    out, note = spread_init(rows, vectors)
+    assert out.shape == (vectors, 3)
+    covered = set(out[:, 0].tolist())
+    if tokens <= vectors:
+        assert covered == set(range(tokens))
+    else:
+        assert out[:, 0].mean().item() == pytest.approx(rows[:, 0].mean().item(), rel=0.2)
+    assert str(vectors) in note
