@@ -1,0 +1,126 @@
+"""Against a real running A1111 WebUI with TI Trainer installed.
+
+Set TI_TRAINER_WEBUI_URL (e.g. http://127.0.0.1:7860, started with --api) and optionally TI_TRAINER_WEBUI_DIR (the
+WebUI's folder, to check and clean the embeddings folder) and TI_TRAINER_MODELS (comma-separated checkpoint
+titles to train on in turn, e.g. tiny-sd1.safetensors,tiny-sd2.safetensors,tiny-sdxl.safetensors).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+
+import pytest
+
+from helpers import make_dataset
+
+URL = os.environ.get("TI_TRAINER_WEBUI_URL", "").rstrip("/")
+WEBUI_DIR = os.environ.get("TI_TRAINER_WEBUI_DIR", "")
+MODELS = [m.strip() for m in os.environ.get("TI_TRAINER_MODELS", "").split(",") if m.strip()]
+
+pytestmark = [
+    pytest.mark.webui,
+    pytest.mark.skipif(not URL, reason="integration tests need a running WebUI: set TI_TRAINER_WEBUI_URL"),
+]
+
+
+@pytest.fixture(scope="module")
+def http():
+    import requests
+
+    session = requests.Session()
+    try:
+        session.get(f"{URL}/ti-trainer/v1/version", timeout=10).raise_for_status()
+    except Exception as e:
+        pytest.fail(f"TI_TRAINER_WEBUI_URL={URL} does not answer /ti-trainer/v1/version: {e}")
+    session.post(f"{URL}/sdapi/v1/options", json={"ti_trainer_verify_model": True}, timeout=60).raise_for_status()
+    return session
+
+
+def wait_for(http, job_id, timeout=900):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = http.get(f"{URL}/ti-trainer/v1/jobs/{job_id}", timeout=30).json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def load_model(http, title):
+    if title:
+        http.post(f"{URL}/sdapi/v1/options", json={"sd_model_checkpoint": title}, timeout=600).raise_for_status()
+
+
+def cleanup(name):
+    if WEBUI_DIR:
+        for ext in (".safetensors", ".pt"):
+            path = os.path.join(WEBUI_DIR, "embeddings", name + ext)
+            if os.path.exists(path):
+                os.remove(path)
+
+
+@pytest.mark.parametrize("model", MODELS or [None])
+def test_train_then_use_in_txt2img(http, tmp_path, model):
+    load_model(http, model)
+    token = f"titest{int(time.time() * 1000) % 10**8}"
+    data = make_dataset(str(tmp_path / "data"), count=3, caption=token)
+    try:
+        response = http.post(f"{URL}/ti-trainer/v1/train", json={
+            "train_data_dir": data, "token_string": token, "init_word": "painting", "num_vectors_per_token": 2,
+            "max_train_steps": 4, "save_every_n_steps": 2, "resolution": 128, "learning_rate": "5e-3",
+            "sample_every_n_steps": 4, "sample_steps": 2}, timeout=120)
+        assert response.status_code == 200, response.text
+        job = wait_for(http, response.json()["job_id"])
+        assert job["state"] == "done", job
+        assert job["step"] == 4 and len(job["losses"]) == 4
+        assert "Model weights verified unchanged." in job["messages"]
+        assert job["final_path"].endswith(f"{token}.safetensors") and os.path.isfile(job["final_path"])
+        if WEBUI_DIR:
+            assert os.path.samefile(os.path.dirname(job["final_path"]), os.path.join(WEBUI_DIR, "embeddings"))
+
+        listed = http.get(f"{URL}/sdapi/v1/embeddings", timeout=30).json()
+        assert token in listed["loaded"], f"{token} not in {list(listed['loaded'])} (skipped: {list(listed['skipped'])})"
+        assert listed["loaded"][token]["vectors"] == 2
+
+        result = http.post(f"{URL}/sdapi/v1/txt2img", json={
+            "prompt": f"({token}:1.2) portrait, {time.time()}", "steps": 2, "width": 64, "height": 64,
+            "seed": 1}, timeout=600).json()
+        assert f"TI hashes: \"{token}:" in result["info"] or f"TI hashes: {token}:" in result["info"], result["info"]
+        from PIL import Image
+
+        assert Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).size == (64, 64)
+    finally:
+        cleanup(token)
+
+
+def test_bad_input_is_422_with_a_message(http, tmp_path):
+    response = http.post(f"{URL}/ti-trainer/v1/train", json={
+        "train_data_dir": str(tmp_path / "missing"), "token_string": "has space", "num_vectors_per_token": 99})
+    assert response.status_code == 422
+    message = response.json()["detail"]["message"]
+    assert "contains spaces" in message and "num_vectors_per_token" in message
+
+
+def test_second_job_is_409_and_interrupt_keeps_a_loadable_embedding(http, tmp_path):
+    load_model(http, MODELS[0] if MODELS else None)
+    token = f"tiint{int(time.time() * 1000) % 10**8}"
+    data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
+    body = {"train_data_dir": data, "token_string": token, "max_train_steps": 5000, "resolution": 64,
+            "save_every_n_steps": 0}
+    try:
+        first = http.post(f"{URL}/ti-trainer/v1/train", json=body, timeout=120).json()
+        second = http.post(f"{URL}/ti-trainer/v1/train", json={**body, "token_string": token + "b"}, timeout=120)
+        assert second.status_code == 409, second.text
+        deadline = time.time() + 300
+        while http.get(f"{URL}/ti-trainer/v1/jobs/{first['job_id']}").json()["step"] < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        http.post(f"{URL}/sdapi/v1/interrupt", timeout=30).raise_for_status()  # the WebUI's own Interrupt
+        job = wait_for(http, first["job_id"], timeout=300)
+        assert job["state"] == "interrupted" and 2 <= job["step"] < 5000
+        listed = http.get(f"{URL}/sdapi/v1/embeddings", timeout=30).json()
+        assert token in listed["loaded"]
+    finally:
+        cleanup(token)
