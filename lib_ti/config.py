@@ -223,6 +223,11 @@ def _sample_prompt(line: str) -> str:
     return re.split(r"\s--\w", " " + line, maxsplit=1)[0].strip()
 
 
+def _is_blank(key: str, value: Any) -> bool:
+    kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
+    return value is None or (kind in ("int", "float") and isinstance(value, str) and not value.strip())
+
+
 def _coerce(key: str, value: Any, problems: list[str]) -> Any:
     kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
     if kind == "bool":
@@ -289,6 +294,8 @@ def parse_config(data: dict[str, Any]) -> ParsedConfig:
         key = ALIASES.get(raw_key, raw_key)
         if _read_special(key, value, values, notes, problems):
             continue
+        if key in known and _is_blank(key, value):
+            continue  # the kohya_ss GUI saves an empty number box as "": the default applies
         if key in known:
             values[key] = _coerce(key, value, problems)
         elif key in IGNORED:

@@ -16,7 +16,7 @@ from lib_ti.errors import UserError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-CAPTION_ENCODINGS = ("utf-8-sig", "utf-16", "cp1252", "latin-1")
+CAPTION_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # UTF-16 is recognised by its byte-order mark
 
 
 @dataclass

@@ -20,6 +20,8 @@ import torch
 from lib_ti.errors import UserError
 
 SINGLE_KEY = "emb_params"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process umask, so written files get the usual permissions
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -31,6 +33,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     except OSError as e:
         raise UserError(f"Cannot write to {folder!r}: {e.strerror or e}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should read like any other the WebUI writes
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

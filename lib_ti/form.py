@@ -32,6 +32,8 @@ FIELDS: tuple[Field, ...] = (
     Field("learning_rate", "Learning rate", "text", group="Training", info="5e-3, or a schedule: 0.005:100, 1e-3:1000"),
     Field("lr_scheduler", "LR scheduler", "choice", LR_SCHEDULERS, group="Training"),
     Field("lr_warmup_steps", "Warmup steps", "int", group="Training"),
+    Field("lr_scheduler_num_cycles", "Cycles (cosine_with_restarts)", "int", group="Training"),
+    Field("lr_scheduler_power", "Power (polynomial)", "float", group="Training"),
     Field("train_batch_size", "Batch size", "int", group="Training"),
     Field("gradient_accumulation_steps", "Gradient accumulation steps", "int", group="Training"),
     Field("max_train_steps", "Max steps", "int", group="Training"),
