@@ -92,7 +92,7 @@ class WebUIModel:
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), devices.autocast():
             posterior = self.m.encode_first_stage(pixels.to(devices.device, devices.dtype_vae))
-            z = posterior.mode() if hasattr(posterior, "mode") else posterior
+            z = posterior if isinstance(posterior, torch.Tensor) else posterior.mode()
             return self.m.get_first_stage_encoding(z).float()
 
     def autocast(self, mixed_precision: str):
@@ -157,7 +157,7 @@ class WebUIModel:
         h = hashlib.sha256()
         for name, tensor in sorted(self.m.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
 
 

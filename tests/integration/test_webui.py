@@ -8,8 +8,11 @@ titles to train on in turn, e.g. tiny-sd1.safetensors,tiny-sd2.safetensors,tiny-
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import os
+import shutil
 import time
 
 import pytest
@@ -55,11 +58,13 @@ def load_model(http, title):
 
 
 def cleanup(name):
+    """Remove what a test run wrote into the WebUI's folders: the embedding and the run folder."""
     if WEBUI_DIR:
         for ext in (".safetensors", ".pt"):
             path = os.path.join(WEBUI_DIR, "embeddings", name + ext)
             if os.path.exists(path):
                 os.remove(path)
+        shutil.rmtree(os.path.join(WEBUI_DIR, "outputs", "ti-trainer", name), ignore_errors=True)
 
 
 @pytest.mark.parametrize("model", MODELS or [None])
@@ -88,7 +93,13 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
         result = http.post(f"{URL}/sdapi/v1/txt2img", json={
             "prompt": f"({token}:1.2) portrait, {time.time()}", "steps": 2, "width": 64, "height": 64,
             "seed": 1}, timeout=600).json()
-        assert f"TI hashes: \"{token}:" in result["info"] or f"TI hashes: {token}:" in result["info"], result["info"]
+        info = json.loads(result["info"])
+        with open(job["final_path"], "rb") as f:
+            shorthash = hashlib.sha256(f.read()).hexdigest()[:12]
+        # SDXL's two text encoders each report the embedding, so the WebUI may list it twice
+        entries = set(info["extra_generation_params"].get("TI hashes", "").split(", "))
+        assert entries == {f"{token}: {shorthash}"}, info["extra_generation_params"]
+        assert f"TI hashes: \"{token}: {shorthash}" in info["infotexts"][0]
         from PIL import Image
 
         assert Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).size == (64, 64)
