@@ -4,7 +4,6 @@ function ti_trainer_start() {
     var id = randomId();
     var container = gradioApp().getElementById('ti_trainer_progress');
     var gallery = gradioApp().getElementById('ti_trainer_gallery');
-    gradioApp().getElementById('ti_trainer_output').innerHTML = '';
     requestProgress(id, container, gallery, function() {
         ti_trainer_refresh_loss();
     }, function() {

@@ -74,8 +74,8 @@ def preflight(parsed: ParsedConfig, adapter: ModelAdapter, host: Host) -> list[s
     list_images(config.train_data_dir)
     plan_paths(config, host.embeddings_dir(), host.run_root(), host.existing_names())
     notes = parsed.messages()
-    if not config.weights:
-        notes.append(init_vectors(adapter, config.init_word, config.num_vectors_per_token)[1])
+    if not config.weights:  # an init word that tokenises to nothing is refused now, not after the dataset loads
+        init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     if config.output_name and config.output_name != config.token_string:
         notes.append(f"The file is named {config.output_name!r}: in the WebUI you type '{config.output_name}' in prompts.")
     return notes

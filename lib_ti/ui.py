@@ -15,7 +15,6 @@ from lib_ti.errors import UserError
 from lib_ti.form import FIELDS, GROUPS, config_to_values, values_to_dict
 from lib_ti.jobs import Host, Job, JobManager, no_lock, preflight
 from lib_ti.model import ModelAdapter
-from lib_ti.plot import loss_svg
 
 ELEM = "ti_trainer"
 
@@ -34,11 +33,10 @@ def result_html(job: Job) -> str:
                      f"<code>{html.escape(os.path.splitext(os.path.basename(job.final_path))[0])}</code> in a prompt.</p>")
     if job.messages:
         parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in job.messages) + "</ul>")
-    checkpoints = [f for f in job.files if f != job.final_path]
+    checkpoints = [f for f in job.files if f != job.final_path and f.endswith((".safetensors", ".pt"))]
     if checkpoints:
         parts.append(f"<details><summary>{len(checkpoints)} checkpoint file(s)</summary><ul>"
                      + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in checkpoints) + "</ul></details>")
-    parts.append(loss_svg(job.losses))
     return "\n".join(parts)
 
 

@@ -177,7 +177,10 @@ def reload_embeddings() -> None:
 
 
 def existing_embedding_names() -> set[str]:
+    """Names the WebUI knows, after picking up files added or removed since its last look."""
     db = sd_hijack.model_hijack.embedding_db
+    if shared.sd_model is not None:
+        db.load_textual_inversion_embeddings()
     return set(db.word_embeddings) | set(db.skipped_embeddings)
 
 

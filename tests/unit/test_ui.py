@@ -31,7 +31,7 @@ def test_train_button_trains_and_reports(actions, tmp_path):
                          max_train_steps=2, sample_every_n_steps=2, save_every_n_steps=0)
     gallery, html = actions.train(*values)
     assert len(gallery) == 1 and gallery[0].endswith(".png")
-    assert "Done" in html and "mystyle.safetensors" in html and "<svg" in html
+    assert "Done" in html and "mystyle.safetensors" in html and "1 checkpoint file(s)" in html
 
 
 def test_train_button_with_bad_input_shows_the_message_and_starts_nothing(actions):
