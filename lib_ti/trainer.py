@@ -116,6 +116,9 @@ def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_r
 
     leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
     run.vectors = leaves
+    if config.mixed_precision != "no" and adapter.device.type != "cuda":
+        run.say(f"mixed_precision '{config.mixed_precision}' applies on CUDA only; training in full precision on "
+                f"{adapter.device.type}.")
     run.optimizer, note = make_optimizer(list(leaves.values()), config.use_8bit_adam, adapter.device)
     if note:
         run.say(note)

@@ -16,6 +16,8 @@ import shutil
 import time
 
 import pytest
+import safetensors
+import safetensors.torch
 
 from helpers import make_dataset
 
@@ -86,6 +88,12 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
         if WEBUI_DIR:
             assert os.path.samefile(os.path.dirname(job["final_path"]), os.path.join(WEBUI_DIR, "embeddings"))
 
+        keys = set(safetensors.torch.load_file(job["final_path"]))
+        with safetensors.safe_open(job["final_path"], framework="pt") as f:
+            meta = f.metadata()
+        assert keys == ({"clip_l", "clip_g"} if meta["ti_model_family"] == "sdxl" else {"emb_params"})
+        assert meta["step"] == "4" and meta["ti_base_model_hash"] and meta["ti_token"] == token
+
         listed = http.get(f"{URL}/sdapi/v1/embeddings", timeout=30).json()
         assert token in listed["loaded"], f"{token} not in {list(listed['loaded'])} (skipped: {list(listed['skipped'])})"
         assert listed["loaded"][token]["vectors"] == 2
@@ -133,5 +141,26 @@ def test_second_job_is_409_and_interrupt_keeps_a_loadable_embedding(http, tmp_pa
         assert job["state"] == "interrupted" and 2 <= job["step"] < 5000
         listed = http.get(f"{URL}/sdapi/v1/embeddings", timeout=30).json()
         assert token in listed["loaded"]
+    finally:
+        cleanup(token)
+
+
+def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
+    load_model(http, MODELS[0] if MODELS else None)
+    token = f"tires{int(time.time() * 1000) % 10**8}"
+    data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
+    body = {"train_data_dir": data, "token_string": token, "resolution": 64, "save_every_n_steps": 0}
+    try:
+        first = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={**body, "max_train_steps": 2}).json()["job_id"])
+        assert first["state"] == "done"
+        second = http.post(f"{URL}/ti-trainer/v1/train", json={
+            **body, "max_train_steps": 150, "weights": first["final_path"], "overwrite": True}).json()
+        # txt2img goes through the same GPU queue: it answers only once the training has let go of it
+        http.post(f"{URL}/sdapi/v1/txt2img", json={"prompt": f"{token} {time.time()}", "steps": 1, "width": 64,
+                                                   "height": 64}, timeout=600).raise_for_status()
+        job = http.get(f"{URL}/ti-trainer/v1/jobs/{second['job_id']}").json()
+        assert job["state"] == "done" and job["step"] == 150
+        assert job["losses"][0][0] == 3, "the step count continues from the resumed embedding"
+        assert any("Loaded the optimizer state" in m for m in job["messages"]), job["messages"]
     finally:
         cleanup(token)

@@ -166,3 +166,12 @@ def test_spread_init_uses_every_token(tokens, vectors):
     else:
         assert out[:, 0].mean().item() == pytest.approx(rows[:, 0].mean().item(), rel=0.2)
     assert str(vectors) in note
+
+
+def test_cpu_says_once_that_8bit_adam_and_mixed_precision_do_not_apply(tmp_path):
+    messages = []
+    result = run(tmp_path, tiny_model(), Services(message=messages.append), max_train_steps=1, use_8bit_adam=True,
+                 mixed_precision="bf16")
+    assert result.state == "done"
+    assert sum("8-bit AdamW needs a CUDA GPU" in m for m in messages) == 1
+    assert sum("applies on CUDA only" in m for m in messages) == 1
