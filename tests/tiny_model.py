@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
+import tempfile
 
 import torch
 from PIL import Image
@@ -18,10 +20,26 @@ TOKENIZER_GLOB = os.path.join(HERE, "..", "..", "shared", "test-models", "hf", "
                               "models--openai--clip-vit-large-patch14", "snapshots", "*")
 
 
-def tokenizer_dir() -> str | None:
-    """The real CLIP BPE tokenizer shipped in ../shared (token ids match the WebUI's)."""
+def tokenizer_dir() -> str:
+    """The real CLIP BPE tokenizer shipped in ../shared (token ids match the WebUI's), else a character-level one."""
     found = sorted(glob.glob(TOKENIZER_GLOB))
-    return found[0] if found else os.environ.get("TI_TEST_TOKENIZER")
+    return os.environ.get("TI_TEST_TOKENIZER") or (found[0] if found else _character_tokenizer())
+
+
+def _character_tokenizer() -> str:
+    """A CLIP tokenizer with no merges: every character is a token. Enough to exercise training anywhere."""
+    folder = os.path.join(tempfile.gettempdir(), "ti-trainer-char-tokenizer")
+    if not os.path.isfile(os.path.join(folder, "merges.txt")):
+        os.makedirs(folder, exist_ok=True)
+        printable = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
+        others = [chr(256 + i) for i in range(256 - len(printable))]  # the byte-to-unicode mapping's stand-ins
+        chars = printable + others
+        vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+        with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(vocab, f)
+        with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n")
+    return folder
 
 
 class _Substitute(torch.nn.Module):
