@@ -5,6 +5,9 @@ Bad input answers 422 with the message the tab would show; a second job while on
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
 import json
 from typing import Any, Callable
 
@@ -14,6 +17,7 @@ from pydantic import BaseModel, Field
 from lib_ti import __version__
 from lib_ti.config import parse_config
 from lib_ti.errors import ConfigError, UserError
+from lib_ti.grid_run import GridRequest, GridResult
 from lib_ti.jobs import Busy, Host, JobManager, preflight
 from lib_ti.model import ModelAdapter
 from lib_ti.plot import loss_svg
@@ -32,6 +36,10 @@ TRAIN_EXAMPLE = {
 }
 
 
+GRID_DOC = ("embedding (required), strengths ('0.6, 0.8, 1.0'), mode (emphasis | vectors), baseline, prompts "
+            "(list, [name] = the embedding), checkpoints ('none' | 'all' | '' = every k-th | '100, 300'), x/y/z "
+            "(strength | prompt | checkpoint), negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, "
+            "max_images, save. Unset generation settings default to the txt2img tab's.")
 TRAIN_DOC = "A kohya-style JSON config (see the README), e.g. " + json.dumps(TRAIN_EXAMPLE)
 
 
@@ -64,9 +72,32 @@ def error_detail(e: UserError) -> dict[str, Any]:
     return {"message": str(e), "problems": [str(e)]}
 
 
+def grid_response(result: GridResult) -> dict[str, Any]:
+    def b64(image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    return {"images": [b64(im) for im in result.images], "paths": result.paths, "cells": result.cells,
+            "geometry": dataclasses.asdict(result.geometry) if result.geometry else None, "seed": result.seed,
+            "notes": result.notes, "interrupted": result.interrupted}
+
+
 def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
-                  host_interrupt: Callable[[], None], dependencies: list | None = None) -> APIRouter:
+                  host_interrupt: Callable[[], None], dependencies: list | None = None,
+                  grid: Callable[[GridRequest], GridResult] | None = None,
+                  grid_defaults: Callable[[], dict[str, Any]] = dict) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["TI Trainer"], dependencies=dependencies or [])
+
+    @router.post("/grid", responses={422: {"description": "Invalid grid settings"}})
+    def test_grid(body: dict[str, Any] = Body(..., description=GRID_DOC)) -> dict[str, Any]:
+        """Render a strength × prompt × checkpoint grid of an embedding through txt2img; one seed for every cell."""
+        if grid is None:
+            raise HTTPException(status_code=404, detail={"message": "The grid is not available here."})
+        try:
+            return grid_response(grid(GridRequest.from_dict(body, grid_defaults())))
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
 
     @router.get("/version")
     def version() -> dict[str, str]:

@@ -264,3 +264,183 @@ class WebUIHost:
             job.messages.append("Model weights verified unchanged." if same else "WARNING: the model's weights changed!")
         if self.owns_state:
             shared.state.end()
+
+
+# --- the test grid: every cell through the WebUI's own txt2img -----------------------------------------------------
+
+def embedding_record(name: str):
+    """The WebUI's loaded Embedding of that name, or a message saying why it cannot be tested."""
+    db = sd_hijack.model_hijack.embedding_db
+    existing_embedding_names()
+    if name in db.word_embeddings:
+        return db.word_embeddings[name]
+    if name in db.skipped_embeddings:
+        skipped = db.skipped_embeddings[name]
+        raise UserError(f"The embedding {name!r} does not fit the loaded model: its vectors are {skipped.shape} wide, "
+                        f"the model needs {db.expected_shape} (an SD1 embedding does not work on SDXL, and so on).")
+    raise UserError(f"Unknown embedding {name!r}. Known: {', '.join(sorted(db.word_embeddings)) or 'none'}.")
+
+
+def _webui_vec(vectors: dict[str, torch.Tensor]):
+    moved = {k: v.to(devices.device, torch.float32) for k, v in vectors.items()}
+    return moved["clip_l"] if set(moved) == {"clip_l"} else moved
+
+
+@contextlib.contextmanager
+def embedding_override(name: str, vectors: dict[str, torch.Tensor], shorthash: str) -> Iterator[None]:
+    """For one cell, prompts naming ``name`` use these vectors; the WebUI's own entry comes back afterwards."""
+    db = sd_hijack.model_hijack.embedding_db
+    original = db.word_embeddings.get(name)
+    embedding = Embedding(_webui_vec(vectors), name)
+    embedding.vectors = next(iter(vectors.values())).shape[0]
+    embedding.shape = sum(v.shape[-1] for v in vectors.values())
+    embedding.hash, embedding.shorthash = shorthash, shorthash
+    db.register_embedding_by_name(embedding, shared.sd_model, name)
+    clear_conditioning_cache()
+    try:
+        yield
+    finally:
+        db.register_embedding_by_name(original, shared.sd_model, name)
+        clear_conditioning_cache()
+
+
+def default_script_args(runner) -> tuple[list, dict[str, int]]:
+    """Every script's UI defaults, as the WebUI's API builds them, so always-on scripts run as in txt2img;
+    and where the API's field names (seed, steps, sampler_name…) sit among them, since scripts set those."""
+    import gradio as gr
+
+    args: list = [None] * max([1] + [s.args_to for s in runner.scripts])
+    args[0] = 0
+    positions: dict[str, int] = {}
+    with gr.Blocks():
+        for script in runner.scripts:
+            controls = script.ui(script.is_img2img)
+            if not controls:
+                continue
+            args[script.args_from:script.args_to] = [c.value for c in controls]
+            if script.alwayson:
+                for paste in getattr(script, "infotext_fields", None) or []:
+                    api_name = getattr(paste, "api", None)
+                    index = next((i for i, c in enumerate(controls) if c is getattr(paste, "component", None)), None)
+                    if api_name and index is not None:
+                        positions[api_name] = script.args_from + index
+    return args, positions
+
+
+def txt2img_defaults() -> dict:
+    """The txt2img tab's defaults as the user configured them (ui-config.json)."""
+    import json
+
+    try:
+        with open(shared.cmd_opts.ui_config_file, encoding="utf-8") as f:
+            ui = json.load(f)
+    except (OSError, ValueError):
+        ui = {}
+    return {
+        "negative_prompt": ui.get("txt2img/Negative prompt/value", ""),
+        "sampler_name": ui.get("txt2img/Sampling method/value", "DPM++ 2M"),
+        "steps": ui.get("txt2img/Sampling steps/value", 20),
+        "cfg_scale": ui.get("txt2img/CFG Scale/value", 7.0),
+        "width": ui.get("txt2img/Width/value", 512),
+        "height": ui.get("txt2img/Height/value", 512),
+    }
+
+
+def render_cell(prompt: str, gen: dict, script_args: tuple[list, dict[str, int]], extra: dict) -> tuple[Image.Image, str, str]:
+    """One image through txt2img (extra networks, emphasis, samplers, hires fix, always-on scripts), saved as usual."""
+    from modules import scripts
+
+    p = processing.StableDiffusionProcessingTxt2Img(
+        sd_model=shared.sd_model, prompt=prompt, n_iter=1, batch_size=1, do_not_save_grid=True,
+        outpath_samples=shared.opts.outdir_samples or shared.opts.outdir_txt2img_samples,
+        outpath_grids=shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids, **gen)
+    args, positions = script_args
+    args = list(args)
+    for key, value in gen.items():  # the seed and sampler scripts would otherwise reset these to their defaults
+        if key in positions:
+            args[positions[key]] = value
+    p.scripts = scripts.scripts_txt2img
+    p.script_args = tuple(args)
+    p.extra_generation_params.update(extra)
+    with closing(p):
+        processed = processing.process_images(p)
+    image = processed.images[0]
+    return image, processed.infotexts[0], getattr(image, "already_saved_as", "")
+
+
+def save_grid(image: Image.Image, seed: int, title: str, info: str) -> str:
+    from modules import images
+
+    folder = shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids
+    path, _ = images.save_image(image, folder, "ti-grid", seed, title, shared.opts.grid_format, info=info, grid=True)
+    return path
+
+
+def grid_font() -> str | None:
+    from modules import paths
+
+    from lib_ti.grid_image import font_from_webui_assets
+
+    return shared.opts.font or font_from_webui_assets(paths.script_path)
+
+
+class WebUIGridBackend:
+    """``lib_ti.grid_run.GridBackend`` on the WebUI."""
+
+    def __init__(self, run_root: str):
+        from modules import scripts
+
+        self.run_root = run_root
+        self.script_args = default_script_args(scripts.scripts_txt2img)
+
+    def embedding(self, name: str):
+        from lib_ti.files import load_embedding
+        from lib_ti.grid_run import LoadedEmbedding
+
+        record = embedding_record(name)
+        vec = record.vec if isinstance(record.vec, dict) else {"clip_l": record.vec}
+        run_dir = os.path.join(self.run_root, name)
+        step = record.step
+        if record.filename and record.filename.endswith(".safetensors"):
+            meta = load_embedding(record.filename)[1]
+            run_dir = meta.get("ti_run_dir") or run_dir
+            step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else step
+        vectors = {k: v.detach().float().cpu() for k, v in vec.items()}
+        return LoadedEmbedding(name, vectors, record.filename or "", record.shorthash or "", step, run_dir)
+
+    def override(self, name, vectors, shorthash):
+        return embedding_override(name, vectors, shorthash)
+
+    def render(self, prompt, gen, extra):
+        return render_cell(prompt, gen, self.script_args, extra)
+
+    def save_grid(self, image, seed, title, info):
+        return save_grid(image, seed, title, info)
+
+    def progress(self, done: int, total: int, text: str) -> None:
+        shared.state.job_count = total
+        shared.state.job_no = done
+        shared.state.textinfo = text
+
+    def should_stop(self) -> bool:
+        return bool(shared.state.interrupted)
+
+    def font_path(self):
+        return grid_font()
+
+
+def run_grid_queued(request, run_root: str, owns_state: bool):
+    """A grid through the WebUI's GPU queue (API calls) or inside the caller's queue slot (the tab)."""
+    from modules import call_queue
+
+    from lib_ti.grid_run import run_grid
+
+    lock = call_queue.queue_lock if owns_state else contextlib.nullcontext()
+    with lock:
+        if owns_state:
+            shared.state.begin(job="ti-trainer-grid")
+        try:
+            return run_grid(request, WebUIGridBackend(run_root))
+        finally:
+            if owns_state:
+                shared.state.end()

@@ -34,8 +34,11 @@ def on_ui_tabs():
 
 def on_app_started(_demo, app):
     dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
-    app.include_router(create_router(manager, webui_model.WebUIHost(owns_state=True), webui_model.WebUIModel,
-                                     shared.state.interrupt, dependencies))
+    host = webui_model.WebUIHost(owns_state=True)
+    app.include_router(create_router(
+        manager, host, webui_model.WebUIModel, shared.state.interrupt, dependencies,
+        grid=lambda request: webui_model.run_grid_queued(request, host.run_root(), owns_state=True),
+        grid_defaults=webui_model.txt2img_defaults))
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
