@@ -24,3 +24,11 @@ function ti_trainer_refresh_loss() {
     };
     img.src = './ti-trainer/v1/jobs/current/loss.svg?t=' + Date.now();
 }
+
+function ti_trainer_grid_start() {
+    var id = randomId();
+    requestProgress(id, gradioApp().getElementById('ti_trainer_grid_info'), gradioApp().getElementById('ti_trainer_grid_gallery'), function() {});
+    var args = Array.from(arguments);
+    args[0] = id;
+    return args;
+}

@@ -15,6 +15,7 @@ from lib_ti.errors import UserError
 from lib_ti.form import FIELDS, GROUPS, config_to_values, values_to_dict
 from lib_ti.jobs import Host, Job, JobManager, no_lock, preflight
 from lib_ti.model import ModelAdapter
+from lib_ti.ui_grid import GridActions, build_test_section
 
 ELEM = "ti_trainer"
 
@@ -108,7 +109,8 @@ def _component(gr, spec, default: Any):
     return gr.Textbox(value=default, lines=1, **common)
 
 
-def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any]):
+def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid_actions: GridActions | None = None,
+              add_send_buttons: Callable | None = None):
     """The gradio Blocks of the tab; ``wrap_gpu`` is the WebUI's wrap_gradio_gpu_call."""
     import gradio as gr
 
@@ -138,9 +140,21 @@ def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any]):
                 output = gr.HTML(elem_id=f"{ELEM}_output")
                 id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
 
-        train_button.click(
-            fn=wrap_gpu(lambda _id_task, *values: actions.train(*values), extra_outputs=[[], ""]),
-            _js="ti_trainer_start", inputs=[id_task, *inputs], outputs=[gallery, output])
+        test_embedding = build_test_section(gr, grid_actions, wrap_gpu, add_send_buttons) if grid_actions else None
+
+        def train(_id_task, *values):  # the WebUI appends its timing to the last output: keep the HTML last
+            gallery_items, result = actions.train(*values)
+            job = actions.manager.current()
+            if test_embedding is None:
+                return gallery_items, result
+            if job is None or not job.final_path:
+                return gallery_items, gr.update(), result
+            name = os.path.splitext(os.path.basename(job.final_path))[0]  # the Test section starts from it
+            return gallery_items, gr.update(choices=grid_actions.names(), value=name), result
+
+        outputs = [gallery] + ([test_embedding] if test_embedding is not None else []) + [output]
+        train_button.click(fn=wrap_gpu(train, extra_outputs=[[]] + [None] * (len(outputs) - 2) + [""]),
+                           _js="ti_trainer_start", inputs=[id_task, *inputs], outputs=outputs)
         interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
         def load(path, upload):  # None means "leave that field as it is"
             values = actions.load(path, upload)

@@ -2,7 +2,7 @@
 
 import os
 
-from modules import call_queue, script_callbacks, shared
+from modules import call_queue, infotext_utils, script_callbacks, shared
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import webui_model
@@ -11,6 +11,7 @@ from lib_ti.config import TrainConfig
 from lib_ti.form import config_to_values
 from lib_ti.jobs import JobManager
 from lib_ti.ui import TabActions, build_tab
+from lib_ti.ui_grid import GridActions
 
 SECTION = ("ti_trainer", "TI Trainer")
 manager = JobManager()
@@ -26,10 +27,21 @@ def on_ui_settings():
 
 
 def on_ui_tabs():
-    actions = TabActions(manager, webui_model.WebUIHost(owns_state=False), webui_model.WebUIModel,
-                         shared.state.interrupt)
-    tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()))
+    host = webui_model.WebUIHost(owns_state=False)
+    actions = TabActions(manager, host, webui_model.WebUIModel, shared.state.interrupt)
+    grid_actions = GridActions(
+        run=lambda request: webui_model.run_grid_queued(request, host.run_root(), owns_state=False),
+        names=lambda: sorted(webui_model.existing_embedding_names()), defaults=webui_model.txt2img_defaults)
+    tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()), grid_actions,
+                    add_send_buttons)
     return [(tab, "TI Trainer", "ti_trainer_tab")]
+
+
+def add_send_buttons(gallery):
+    """The WebUI's own 'Send to txt2img' for the selected cell (its infotext travels in the PNG)."""
+    buttons = infotext_utils.create_buttons(["txt2img"])
+    infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+        paste_button=buttons["txt2img"], tabname="txt2img", source_image_component=gallery))
 
 
 def on_app_started(_demo, app):

@@ -1,0 +1,84 @@
+"""The tab's Test section: strengths × prompts × checkpoints of an embedding, one click, one seed."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+
+from lib_ti.errors import UserError
+from lib_ti.grid import AXES, DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODE_LABELS, MODES
+from lib_ti.grid_run import GridRequest, GridResult
+
+ELEM = "ti_trainer_grid"
+FIELDS = ("embedding", "checkpoints", "strengths", "mode", "baseline", "prompts", "x", "y", "z", "negative_prompt",
+          "sampler_name", "steps", "cfg_scale", "width", "height", "seed", "max_images")
+
+
+def grid_html(result: GridResult) -> str:
+    parts = [f"<p>{len(result.cells)} image(s), seed {result.seed}. Grids saved: "
+             + ", ".join(f"<code>{html.escape(p)}</code>" for p in result.paths) + "</p>"]
+    parts += [f'<div class="ti-trainer-msg ti-trainer-warn">{html.escape(n)}</div>' for n in result.notes]
+    return "\n".join(parts)
+
+
+class GridActions:
+    def __init__(self, run: Callable[[GridRequest], GridResult], names: Callable[[], list[str]],
+                 defaults: Callable[[], dict[str, Any]]):
+        self.run, self.names, self.defaults = run, names, defaults
+
+    def generate(self, *values: Any) -> tuple[list[Any], str]:
+        data = dict(zip(FIELDS, values))
+        data["prompts"] = str(data.get("prompts") or "").splitlines()
+        data["mode"] = next((m for m, label in MODE_LABELS.items() if label == data.get("mode")), data.get("mode"))
+        for key in ("steps", "width", "height", "seed", "max_images"):
+            if isinstance(data.get(key), float) and data[key].is_integer():
+                data[key] = int(data[key])
+        try:
+            result = self.run(GridRequest.from_dict(data, self.defaults()))
+        except UserError as e:
+            return [], f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
+        return list(result.paths or result.images) + [c["path"] for c in result.cells if c["path"]], grid_html(result)
+
+
+def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_buttons: Callable | None):
+    """Components of the Test section; returns the embedding dropdown so training can prefill it."""
+    defaults = actions.defaults()
+    with gr.Accordion("Test embedding: strength × prompt × checkpoint grid", open=True, elem_id=f"{ELEM}_section"):
+        with gr.Row():
+            embedding = gr.Dropdown(label="Embedding", choices=actions.names(), elem_id=f"{ELEM}_embedding", scale=3)
+            refresh = gr.Button("\U0001f504", elem_id=f"{ELEM}_refresh", scale=0, min_width=40)
+            checkpoints = gr.Textbox(label="Checkpoints", value="none", elem_id=f"{ELEM}_checkpoints", scale=3,
+                                     info="none, all, empty = every k-th, or steps: 100, 300")
+        with gr.Row():
+            strengths = gr.Textbox(label="Strengths", value=DEFAULT_STRENGTHS, elem_id=f"{ELEM}_strengths")
+            baseline = gr.Checkbox(label="Baseline column without the embedding", value=True, elem_id=f"{ELEM}_baseline")
+        mode = gr.Radio(label="Strength mode", choices=[MODE_LABELS[m] for m in MODES], value=MODE_LABELS["emphasis"],
+                        elem_id=f"{ELEM}_mode")
+        prompts = gr.Textbox(label="Test prompts, one per line ([name] = the embedding)", lines=4,
+                             value="\n".join(DEFAULT_PROMPTS), elem_id=f"{ELEM}_prompts")
+        with gr.Row():
+            x = gr.Dropdown(label="X axis", choices=list(AXES), value="strength", elem_id=f"{ELEM}_x")
+            y = gr.Dropdown(label="Y axis", choices=list(AXES), value="prompt", elem_id=f"{ELEM}_y")
+            z = gr.Dropdown(label="Z (one grid each)", choices=list(AXES), value="checkpoint", elem_id=f"{ELEM}_z")
+        negative = gr.Textbox(label="Negative prompt", value=defaults.get("negative_prompt", ""), elem_id=f"{ELEM}_negative")
+        with gr.Row():
+            sampler = gr.Textbox(label="Sampler", value=defaults.get("sampler_name", ""), elem_id=f"{ELEM}_sampler")
+            steps = gr.Number(label="Steps", value=defaults.get("steps", 20), precision=0, elem_id=f"{ELEM}_steps")
+            cfg = gr.Number(label="CFG scale", value=defaults.get("cfg_scale", 7.0), elem_id=f"{ELEM}_cfg")
+        with gr.Row():
+            width = gr.Number(label="Width", value=defaults.get("width", 512), precision=0, elem_id=f"{ELEM}_width")
+            height = gr.Number(label="Height", value=defaults.get("height", 512), precision=0, elem_id=f"{ELEM}_height")
+            seed = gr.Number(label="Seed (-1 = random, same for every cell)", value=-1, precision=0, elem_id=f"{ELEM}_seed")
+            max_images = gr.Number(label="Max images", value=100, precision=0, elem_id=f"{ELEM}_max_images")
+        generate = gr.Button("Generate grid", variant="primary", elem_id=f"{ELEM}_generate")
+        gallery = gr.Gallery(label="Grid and cells", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
+        info = gr.HTML(elem_id=f"{ELEM}_info")
+        if add_send_buttons:
+            add_send_buttons(gallery)
+        id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
+    inputs = [embedding, checkpoints, strengths, mode, baseline, prompts, x, y, z, negative, sampler, steps, cfg,
+              width, height, seed, max_images]
+    generate.click(fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
+                   _js="ti_trainer_grid_start", inputs=[id_task, *inputs], outputs=[gallery, info])
+    refresh.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[embedding])
+    return embedding
