@@ -365,7 +365,8 @@ def render_cell(prompt: str, gen: dict, script_args: tuple[list, dict[str, int]]
     with closing(p):
         processed = processing.process_images(p)
     image = processed.images[0]
-    return image, processed.infotexts[0], getattr(image, "already_saved_as", "")
+    saved = getattr(image, "already_saved_as", "")
+    return image, processed.infotexts[0], os.path.abspath(saved) if saved else ""
 
 
 def save_grid(image: Image.Image, seed: int, title: str, info: str) -> str:
@@ -373,7 +374,7 @@ def save_grid(image: Image.Image, seed: int, title: str, info: str) -> str:
 
     folder = shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids
     path, _ = images.save_image(image, folder, "ti-grid", seed, title, shared.opts.grid_format, info=info, grid=True)
-    return path
+    return os.path.abspath(path)
 
 
 def grid_font() -> str | None:

@@ -164,3 +164,43 @@ def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
         assert any("Loaded the optimizer state" in m for m in job["messages"]), job["messages"]
     finally:
         cleanup(token)
+
+
+def test_grid_after_training(http, tmp_path):
+    load_model(http, MODELS[0] if MODELS else None)
+    token = f"tigrid{int(time.time() * 1000) % 10**8}"
+    data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
+    try:
+        trained = http.post(f"{URL}/ti-trainer/v1/train", json={
+            "train_data_dir": data, "token_string": token, "max_train_steps": 6, "save_every_n_steps": 3,
+            "resolution": 64, "learning_rate": "0.05"}).json()
+        job = wait_for(http, trained["job_id"])
+        assert job["state"] == "done", job
+        response = http.post(f"{URL}/ti-trainer/v1/grid", json={
+            "embedding": token, "strengths": "0.8, 1.2", "prompts": [f"[name] portrait {time.time()}"],
+            "checkpoints": "all", "x": "checkpoint", "y": "strength", "z": "prompt", "steps": 2, "width": 64,
+            "height": 64, "seed": 11, "sampler_name": "Euler"}, timeout=600)
+        assert response.status_code == 200, response.text
+        grid = response.json()
+        geo = grid["geometry"]
+        assert (geo["columns"], geo["rows"]) == (2, 3)  # step 3, final × without, 0.8, 1.2
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(base64.b64decode(grid["images"][0])))
+        assert image.size == (geo["margin_left"] + 2 * 64, geo["margin_top"] + 3 * 64)
+        assert len(grid["cells"]) == 6 and all("Seed: 11" in c["infotext"] for c in grid["cells"])
+        final = next(c for c in grid["cells"] if c["checkpoint"] == "final" and c["strength"] == "1.2")
+        with open(job["final_path"], "rb") as f:
+            assert f'{token}: {hashlib.sha256(f.read()).hexdigest()[:12]}' in final["infotext"]
+        early = next(c for c in grid["cells"] if c["checkpoint"] == "3" and c["strength"] == "1.2")
+        assert early["prompt"] == final["prompt"]
+        # one after the other, same prompt text, other vectors: the WebUI's prompt cache must not serve the first
+        # cell's conditioning to the second
+        assert Image.open(early["path"]).tobytes() != Image.open(final["path"]).tobytes()
+        assert all(os.path.isfile(p) for p in grid["paths"])
+        bad = http.post(f"{URL}/ti-trainer/v1/grid", json={"embedding": token, "strengths": "1.2x"})
+        assert bad.status_code == 422 and "1.2x" in bad.json()["detail"]["message"]
+        unknown = http.post(f"{URL}/ti-trainer/v1/grid", json={"embedding": token + "nope"})
+        assert unknown.status_code == 422 and "Unknown embedding" in unknown.json()["detail"]["message"]
+    finally:
+        cleanup(token)
