@@ -171,3 +171,24 @@ def pick_checkpoints(available: list[tuple[int, str]], wanted: str, final_step: 
             have = ", ".join(str(s) for s, _ in available) or "none"
             raise UserError(f"Checkpoints missing on disk for step(s) {', '.join(map(str, missing))} (saved: {have}).")
     return [Checkpoint(str(s), by_step[s]) for s in chosen] + [Checkpoint("final", None)]
+
+
+def _word(name: str) -> str:
+    return rf"(?<![\w.\-]){re.escape(name)}(?![\w.\-])"
+
+
+def names_in_prompt(prompt: str, names: list[str]) -> list[str]:
+    """Which of these embedding names the prompt uses (as whole words, the way the WebUI matches them)."""
+    return [n for n in names if re.search(_word(n), prompt)]
+
+
+def reweight(prompt: str, name: str, strength: float) -> str:
+    """Give every use of ``name`` the emphasis weight ``strength``, replacing a weight already written."""
+    weighted = re.sub(rf"\(\s*{re.escape(name)}\s*:\s*[\d.]+\s*\)", f"({name}:{strength:g})", prompt)
+    if weighted != prompt:
+        return weighted
+    return re.sub(_word(name), f"({name}:{strength:g})", prompt)
+
+
+def rename(prompt: str, name: str, alias: str) -> str:
+    return re.sub(_word(name), alias, prompt)

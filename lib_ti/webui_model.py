@@ -394,19 +394,29 @@ class WebUIGridBackend:
         self.run_root = run_root
         self.script_args = default_script_args(scripts.scripts_txt2img)
 
-    def embedding(self, name: str):
+    @staticmethod
+    def _metadata(record) -> dict:
         from lib_ti.files import load_embedding
+
+        if record.filename and record.filename.endswith(".safetensors"):
+            return load_embedding(record.filename)[1]
+        return {}
+
+    @staticmethod
+    def run_dir_of(name: str, run_root: str) -> str:
+        """Where the embedding's checkpoints are: recorded in its file, else the default run folder."""
+        meta = WebUIGridBackend._metadata(embedding_record(name))
+        return meta.get("ti_run_dir") or os.path.join(run_root, name)
+
+    def embedding(self, name: str):
         from lib_ti.grid_run import LoadedEmbedding
 
         record = embedding_record(name)
         vec = record.vec if isinstance(record.vec, dict) else {"clip_l": record.vec}
-        run_dir = os.path.join(self.run_root, name)
-        step = record.step
-        if record.filename and record.filename.endswith(".safetensors"):
-            meta = load_embedding(record.filename)[1]
-            run_dir = meta.get("ti_run_dir") or run_dir
-            step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else step
+        meta = self._metadata(record)
+        step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else record.step
         vectors = {k: v.detach().float().cpu() for k, v in vec.items()}
+        run_dir = meta.get("ti_run_dir") or os.path.join(self.run_root, name)
         return LoadedEmbedding(name, vectors, record.filename or "", record.shorthash or "", step, run_dir)
 
     def override(self, name, vectors, shorthash):
@@ -445,3 +455,70 @@ def run_grid_queued(request, run_root: str, owns_state: bool):
         finally:
             if owns_state:
                 shared.state.end()
+
+
+# --- X/Y/Z plot axes ---------------------------------------------------------------------------------------------
+
+def find_xyz_module():
+    """The WebUI's bundled X/Y/Z plot script module, or None when it is missing or changed."""
+    from modules import scripts
+
+    for data in scripts.scripts_data:
+        if data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid") and hasattr(data, "module"):
+            module = data.module
+            if hasattr(module, "AxisOption") and isinstance(getattr(module, "axis_options", None), list):
+                return module
+    return None
+
+
+def xyz_apply_strength(p, x, xs) -> None:
+    from lib_ti.grid import names_in_prompt, reweight
+
+    names = names_in_prompt(p.prompt, sorted(existing_embedding_names(), key=len, reverse=True))
+    if not names:
+        raise RuntimeError("TI: strength found no embedding in the prompt.")
+    for name in names:
+        p.prompt = reweight(p.prompt, name, float(x))
+
+
+def xyz_apply_checkpoint(p, x, xs) -> None:
+    """Use the embedding's checkpoint at step x: registered as '<name>-<step>' and the prompt rewritten to it."""
+    from lib_ti.files import load_embedding
+    from lib_ti.grid import names_in_prompt, rename
+    from lib_ti.grid_run import file_shorthash
+    from lib_ti.paths import list_checkpoints
+
+    label = str(x).strip()
+    if label.lower() == "final":
+        return
+    names = names_in_prompt(p.prompt, sorted(existing_embedding_names(), key=len, reverse=True))
+    host = WebUIHost(owns_state=False)
+    for name in names:
+        run_dir = WebUIGridBackend.run_dir_of(name, host.run_root())
+        found = dict(list_checkpoints(run_dir, name))
+        if not label.isdigit() or int(label) not in found:
+            raise RuntimeError(f"TI: checkpoint: {name} has no checkpoint at step {label} in {run_dir} "
+                               f"(saved: {', '.join(map(str, sorted(found))) or 'none'}).")
+        path = found[int(label)]
+        alias = f"{name}-{label}"
+        vectors = load_embedding(path)[0]
+        embedding = Embedding(_webui_vec(vectors), alias)
+        embedding.vectors = next(iter(vectors.values())).shape[0]
+        embedding.shape = sum(v.shape[-1] for v in vectors.values())
+        embedding.hash = embedding.shorthash = file_shorthash(path)
+        sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, shared.sd_model, alias)
+        p.prompt = rename(p.prompt, name, alias)
+
+
+def add_xyz_axes() -> str:
+    """Add 'TI: strength' and 'TI: checkpoint' to the X/Y/Z plot; says what happened, for the log."""
+    module = find_xyz_module()
+    if module is None:
+        return "TI Trainer: the X/Y/Z plot script was not found (or has changed); its TI axes are skipped."
+    if any(getattr(o, "label", "").startswith("TI: ") for o in module.axis_options):
+        return "TI Trainer: X/Y/Z axes already added."
+    module.axis_options.extend([
+        module.AxisOption("TI: strength", float, xyz_apply_strength),
+        module.AxisOption("TI: checkpoint", str, xyz_apply_checkpoint),
+    ])
+    return "TI Trainer: added X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint'."

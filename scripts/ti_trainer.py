@@ -53,6 +53,11 @@ def on_app_started(_demo, app):
         grid_defaults=webui_model.txt2img_defaults))
 
 
+def on_before_ui():
+    print(webui_model.add_xyz_axes())
+
+
 script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_before_ui(on_before_ui)
 script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_app_started(on_app_started)

@@ -204,3 +204,32 @@ def test_grid_after_training(http, tmp_path):
         assert unknown.status_code == 422 and "Unknown embedding" in unknown.json()["detail"]["message"]
     finally:
         cleanup(token)
+
+
+@pytest.mark.skipif(not WEBUI_DIR, reason="needs TI_TRAINER_WEBUI_DIR to find the X/Y/Z plot's axis indices")
+def test_xyz_plot_axes(http, tmp_path):
+    import re
+
+    load_model(http, MODELS[0] if MODELS else None)
+    with open(os.path.join(WEBUI_DIR, "scripts", "xyz_grid.py"), encoding="utf-8") as f:
+        source = f.read()
+    block = source[source.index("axis_options = ["):source.index("def draw_xyz_grid")]
+    txt2img_axes = [e for e in re.findall(r"^\s{4}(AxisOption\w*)\(", block, re.M) if e != "AxisOptionImg2Img"]
+    strength_index, checkpoint_index = len(txt2img_axes), len(txt2img_axes) + 1  # ours come last
+    token = f"tixyz{int(time.time() * 1000) % 10**8}"
+    data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
+    try:
+        job = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={
+            "train_data_dir": data, "token_string": token, "max_train_steps": 4, "save_every_n_steps": 2,
+            "resolution": 64}).json()["job_id"])
+        assert job["state"] == "done"
+        script_args = [strength_index, "0.5, 1.5", [], checkpoint_index, "2, final", [], 0, "", [], True, False,
+                       False, False, False, False, False, 0, False]
+        result = http.post(f"{URL}/sdapi/v1/txt2img", json={
+            "prompt": f"{token} portrait {time.time()}", "steps": 1, "width": 64, "height": 64, "seed": 3,
+            "script_name": "x/y/z plot", "script_args": script_args}, timeout=600)
+        assert result.status_code == 200, result.text
+        prompts = [p.split(" portrait")[0] for p in json.loads(result.json()["info"])["all_prompts"]]
+        assert prompts == [f"({token}-2:0.5)", f"({token}-2:1.5)", f"({token}:0.5)", f"({token}:1.5)"]
+    finally:
+        cleanup(token)

@@ -173,3 +173,13 @@ def test_bad_requests_are_refused_with_a_message(backend):
         GridRequest.from_dict({"embedding": "tok", "steps": 0})
     with pytest.raises(UserError, match="mode"):
         GridRequest.from_dict({"embedding": "tok", "mode": "loud"})
+
+
+def test_prompt_rewrites_for_the_xyz_axes():
+    from lib_ti.grid import names_in_prompt, rename, reweight
+
+    prompt = "mystyle portrait, (mystyle-old:1.1), other"
+    assert names_in_prompt(prompt, ["mystyle", "mystyle-old", "missing"]) == ["mystyle", "mystyle-old"]
+    assert reweight(prompt, "mystyle", 0.8) == "(mystyle:0.8) portrait, (mystyle-old:1.1), other"
+    assert reweight("(mystyle:1.0) cat", "mystyle", 1.4) == "(mystyle:1.4) cat"
+    assert rename(prompt, "mystyle", "mystyle-100") == "mystyle-100 portrait, (mystyle-old:1.1), other"
