@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any, Callable
 
 from lib_ti.errors import UserError
@@ -22,9 +23,12 @@ def grid_html(result: GridResult) -> str:
 
 
 class GridActions:
-    def __init__(self, run: Callable[[GridRequest], GridResult], names: Callable[[], list[str]],
+    """``run(request, should_stop)`` renders a grid; the Stop button ends it after the current image."""
+
+    def __init__(self, run: Callable[[GridRequest, Callable[[], bool]], GridResult], names: Callable[[], list[str]],
                  defaults: Callable[[], dict[str, Any]]):
         self.run, self.names, self.defaults = run, names, defaults
+        self.stop = threading.Event()
 
     def generate(self, *values: Any) -> tuple[list[Any], str]:
         data = dict(zip(FIELDS, values))
@@ -33,8 +37,9 @@ class GridActions:
         for key in ("steps", "width", "height", "seed", "max_images"):
             if isinstance(data.get(key), float) and data[key].is_integer():
                 data[key] = int(data[key])
+        self.stop.clear()
         try:
-            result = self.run(GridRequest.from_dict(data, self.defaults()))
+            result = self.run(GridRequest.from_dict(data, self.defaults()), self.stop.is_set)
         except UserError as e:
             return [], f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
         return list(result.paths or result.images) + [c["path"] for c in result.cells if c["path"]], grid_html(result)
@@ -70,7 +75,9 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
             height = gr.Number(label="Height", value=defaults.get("height", 512), precision=0, elem_id=f"{ELEM}_height")
             seed = gr.Number(label="Seed (-1 = random, same for every cell)", value=-1, precision=0, elem_id=f"{ELEM}_seed")
             max_images = gr.Number(label="Max images", value=100, precision=0, elem_id=f"{ELEM}_max_images")
-        generate = gr.Button("Generate grid", variant="primary", elem_id=f"{ELEM}_generate")
+        with gr.Row():
+            generate = gr.Button("Generate grid", variant="primary", elem_id=f"{ELEM}_generate", scale=3)
+            stop = gr.Button("Stop after this image", elem_id=f"{ELEM}_stop", scale=1)
         gallery = gr.Gallery(label="Grid and cells", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
         info = gr.HTML(elem_id=f"{ELEM}_info")
         if add_send_buttons:
@@ -80,5 +87,6 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
               width, height, seed, max_images]
     generate.click(fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
                    _js="ti_trainer_grid_start", inputs=[id_task, *inputs], outputs=[gallery, info])
+    stop.click(fn=actions.stop.set, inputs=[], outputs=[])
     refresh.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[embedding])
     return embedding

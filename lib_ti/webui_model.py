@@ -388,10 +388,10 @@ def grid_font() -> str | None:
 class WebUIGridBackend:
     """``lib_ti.grid_run.GridBackend`` on the WebUI."""
 
-    def __init__(self, run_root: str):
+    def __init__(self, run_root: str, should_stop=lambda: False):
         from modules import scripts
 
-        self.run_root = run_root
+        self.run_root, self.stop_requested = run_root, should_stop
         self.script_args = default_script_args(scripts.scripts_txt2img)
 
     @staticmethod
@@ -434,13 +434,13 @@ class WebUIGridBackend:
         shared.state.textinfo = text
 
     def should_stop(self) -> bool:
-        return bool(shared.state.interrupted)
+        return bool(shared.state.interrupted) or self.stop_requested()
 
     def font_path(self):
         return grid_font()
 
 
-def run_grid_queued(request, run_root: str, owns_state: bool):
+def run_grid_queued(request, run_root: str, owns_state: bool, should_stop=lambda: False):
     """A grid through the WebUI's GPU queue (API calls) or inside the caller's queue slot (the tab)."""
     from modules import call_queue
 
@@ -451,7 +451,7 @@ def run_grid_queued(request, run_root: str, owns_state: bool):
         if owns_state:
             shared.state.begin(job="ti-trainer-grid")
         try:
-            return run_grid(request, WebUIGridBackend(run_root))
+            return run_grid(request, WebUIGridBackend(run_root, should_stop))
         finally:
             if owns_state:
                 shared.state.end()

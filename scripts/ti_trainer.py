@@ -30,7 +30,7 @@ def on_ui_tabs():
     host = webui_model.WebUIHost(owns_state=False)
     actions = TabActions(manager, host, webui_model.WebUIModel, shared.state.interrupt)
     grid_actions = GridActions(
-        run=lambda request: webui_model.run_grid_queued(request, host.run_root(), owns_state=False),
+        run=lambda request, stop: webui_model.run_grid_queued(request, host.run_root(), False, stop),
         names=lambda: sorted(webui_model.existing_embedding_names()), defaults=webui_model.txt2img_defaults)
     tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()), grid_actions,
                     add_send_buttons)

@@ -183,3 +183,25 @@ def test_prompt_rewrites_for_the_xyz_axes():
     assert reweight(prompt, "mystyle", 0.8) == "(mystyle:0.8) portrait, (mystyle-old:1.1), other"
     assert reweight("(mystyle:1.0) cat", "mystyle", 1.4) == "(mystyle:1.4) cat"
     assert rename(prompt, "mystyle", "mystyle-100") == "mystyle-100 portrait, (mystyle-old:1.1), other"
+
+
+def test_tab_generate_reads_the_form_and_reports_errors(backend):
+    from lib_ti.grid import MODE_LABELS
+    from lib_ti.ui_grid import FIELDS, GridActions
+
+    seen = []
+
+    def run(request, should_stop):
+        seen.append(request)
+        return run_grid(request, backend)
+
+    actions = GridActions(run, lambda: ["tok"], lambda: {"steps": 3})
+    values = {"embedding": "tok", "checkpoints": "none", "strengths": "0.5", "mode": MODE_LABELS["vectors"],
+              "baseline": False, "prompts": "[name] a\n[name] b", "x": "strength", "y": "prompt", "z": "checkpoint",
+              "negative_prompt": "", "sampler_name": "", "steps": 2.0, "cfg_scale": 7, "width": 8.0, "height": 8.0,
+              "seed": 4.0, "max_images": 10.0}
+    gallery, html = actions.generate(*[values[f] for f in FIELDS])
+    assert gallery == ["/grids/tok-4.png"] and "2 image(s), seed 4" in html
+    assert seen[0].mode == "vectors" and seen[0].prompts == ["[name] a", "[name] b"] and seen[0].steps == 2
+    gallery, html = actions.generate(*[{**values, "strengths": "lots"}[f] for f in FIELDS])
+    assert gallery == [] and "ti-trainer-error" in html and "&#x27;lots&#x27; is not a number" in html
