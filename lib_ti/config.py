@@ -69,6 +69,9 @@ class TrainConfig:
     templates: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     noise_offset: float = 0.0
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.001
+    offload_vae: bool = False
     sample_every_n_steps: int = 0
     sample_prompts: list[str] = field(default_factory=list)
     sample_seed: int = 1234
@@ -368,7 +371,8 @@ def validate(config: TrainConfig) -> None:
     for key in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "sample_steps"):
         if getattr(config, key) <= 0:
             problems.append(f"{key}: must be positive, got {getattr(config, key)}")
-    for key in ("save_every_n_steps", "sample_every_n_steps", "lr_warmup_steps", "resolution"):
+    for key in ("save_every_n_steps", "sample_every_n_steps", "lr_warmup_steps", "resolution",
+                "early_stopping_patience"):
         if getattr(config, key) < 0:
             problems.append(f"{key}: must be 0 (off) or positive, got {getattr(config, key)}")
     if config.resolution and config.resolution % 8:
@@ -380,6 +384,8 @@ def validate(config: TrainConfig) -> None:
             problems.append(f"{key}: must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
     if config.template_set == "custom" and config.caption_source != "captions" and not config.templates:
         problems.append("templates: template_set is 'custom' but no template lines were given")
+    if not 0 <= config.early_stopping_min_delta < 1:
+        problems.append(f"early_stopping_min_delta: a fraction from 0 to 1, got {config.early_stopping_min_delta}")
     if not 0 <= config.noise_offset <= 1:
         problems.append(f"noise_offset: must be between 0 and 1, got {config.noise_offset}")
     if config.template_set == "custom":

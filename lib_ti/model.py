@@ -19,6 +19,7 @@ class TrainOptions:
 
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
+    offload_vae: bool = False  # latents are cached, so the VAE can leave the GPU while training
 
 
 class ModelAdapter(Protocol):

@@ -23,6 +23,7 @@ from lib_ti.batches import BatchSampler, LatentCache
 from lib_ti.captions import make_plan
 from lib_ti.config import TrainConfig, config_to_json
 from lib_ti.dataset import load_dataset
+from lib_ti.early_stop import EarlyStop
 from lib_ti.errors import UserError
 from lib_ti.files import atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding, save_optimizer_state
 from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
@@ -126,7 +127,7 @@ def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_r
     plan = make_plan(config.token_string, config.caption_source, config.template_set, config.templates,
                      [(s.step, s.templates) for s in config.stages])
     sampler = BatchSampler(cache, plan, config.train_batch_size, rng)
-    options = TrainOptions(config.gradient_checkpointing, config.mixed_precision)
+    options = TrainOptions(config.gradient_checkpointing, config.mixed_precision, config.offload_vae)
     with adapter.training(config.token_string, leaves, options):
         state, message = _loop(run, sampler)
         final = _save(run, paths.final, checkpoint=False)
@@ -190,6 +191,8 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
     scaler = torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
     start_step, started = run.step, time.time()
     last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
+    early = EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta) \
+        if config.early_stopping_patience else None
     while run.step < config.max_train_steps:
         if services.should_stop():
             return "interrupted", f"Interrupted at step {run.step}; the embedding was saved as it was."
@@ -214,6 +217,9 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
         eta = elapsed / (run.step - start_step) * (config.max_train_steps - run.step)
         services.progress(StepRecord(run.step, config.max_train_steps, loss, lr, elapsed, eta, prompt))
         _periodic(run)
+        reason = early.update(run.step, loss) if early else None
+        if reason:
+            return "done", reason
     return "done", f"Trained {run.config.token_string!r} to step {run.step}."
 
 

@@ -113,7 +113,8 @@ class WebUIModel:
                 wrapper.is_trainable = True
             sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, self.m, token)
             clear_conditioning_cache()
-            with _checkpointing(options.gradient_checkpointing), torch.inference_mode(False), torch.enable_grad():
+            with _checkpointing(options.gradient_checkpointing), _sdp_attention(), _vae_offloaded(self.m, options), \
+                    torch.inference_mode(False), torch.enable_grad():
                 yield
         finally:
             for p, flag in params:
@@ -186,6 +187,37 @@ def existing_embedding_names() -> set[str]:
 
 def embeddings_dir() -> str:
     return shared.cmd_opts.embeddings_dir
+
+
+@contextlib.contextmanager
+def _vae_offloaded(model, options: TrainOptions) -> Iterator[None]:
+    """Latents are cached before training, so the VAE may wait in system memory when the user asks."""
+    vae = getattr(model, "first_stage_model", None)
+    if not options.offload_vae or vae is None or devices.device.type != "cuda":
+        yield
+        return
+    vae.to(devices.cpu)
+    devices.torch_gc()
+    try:
+        yield
+    finally:
+        vae.to(devices.device)
+
+
+@contextlib.contextmanager
+def _sdp_attention() -> Iterator[None]:
+    """PyTorch's scaled-dot-product attention while training: the fastest with a backward pass, and without the
+    split/sliced variants' overhead; the user's own choice is applied again afterwards."""
+    sdp = next((o for o in sd_hijack.optimizers if o.name == "sdp"), None)
+    current = getattr(sd_hijack.current_optimizer, "name", None)
+    if sdp is None or current == "sdp":
+        yield
+        return
+    sd_hijack.model_hijack.apply_optimizations(sdp.title())
+    try:
+        yield
+    finally:
+        sd_hijack.model_hijack.apply_optimizations()
 
 
 @contextlib.contextmanager

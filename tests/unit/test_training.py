@@ -175,3 +175,22 @@ def test_cpu_says_once_that_8bit_adam_and_mixed_precision_do_not_apply(tmp_path)
     assert result.state == "done"
     assert sum("8-bit AdamW needs a CUDA GPU" in m for m in messages) == 1
     assert sum("applies on CUDA only" in m for m in messages) == 1
+
+
+def test_early_stop_waits_for_the_smoothed_loss_to_stall():
+    from lib_ti.early_stop import EarlyStop
+
+    stop = EarlyStop(patience=50, min_delta=0.001)
+    falling = [stop.update(step, 1.0 - step * 0.002) for step in range(1, 201)]
+    assert not any(falling)
+    reasons = [stop.update(step, 0.6) for step in range(201, 800)]
+    first = next(i for i, r in enumerate(reasons) if r)  # the average still creeps down for a while after a stall
+    assert 50 <= first < 450 and "has not improved" in reasons[first] and "Early stop at step" in reasons[first]
+
+
+def test_early_stopping_ends_a_run_and_says_why(tmp_path):
+    model = tiny_model()
+    model.predict = lambda noisy, t, cond: torch.zeros_like(noisy) + 0 * cond.sum()  # a loss that cannot improve
+    result = run(tmp_path, model, max_train_steps=500, early_stopping_patience=20, save_every_n_steps=0)
+    assert result.state == "done" and result.step < 500 and "Early stop at step" in result.message
+    assert os.path.isfile(result.final_path)

@@ -1,0 +1,151 @@
+"""TI Trainer vs the WebUI's built-in Textual Inversion trainer, side by side on one running WebUI.
+
+    python tests/bench/vs_builtin.py --url http://127.0.0.1:7860 --data /path/to/images --size 256 512
+
+Same loaded model, dataset, resolution, batch 1, lr, 1 vector, full precision. For each trainer and size it runs
+a short and a long training several times, alternating the trainers, and takes s/step as
+(median long - median short) / (extra steps), so dataset preparation and start-up cancel out. Peak memory is the
+WebUI process's peak RSS during each run (CPU; reset through /proc/PID/clear_refs) — run the WebUI on this machine.
+It also prints each trainer's mean loss over the last steps of a long run from the same start. Prints a table,
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import statistics
+import time
+
+import requests
+
+
+def webui_pid(port: int) -> int:
+    """The process listening on the port (Linux: /proc/net/tcp inode -> /proc/*/fd)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if int(parts[1].split(":")[1], 16) == port and parts[3] == "0A":
+                    inodes.add(parts[9])
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd).startswith("socket:[") and os.readlink(fd)[8:-1] in inodes:
+                return int(fd.split("/")[2])
+        except OSError:
+            continue
+    raise SystemExit(f"no process listens on port {port}")
+
+
+def reset_peak(pid: int) -> None:
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tuple[float, list[float]]:
+    name = "bench-builtin"
+    requests.post(f"{url}/sdapi/v1/create/embedding", json={"name": name, "num_vectors_per_token": 1,
+                                                             "init_text": "painting", "overwrite_old": True}).raise_for_status()
+    body = {"id_task": "bench", "embedding_name": name, "learn_rate": "0.005", "batch_size": 1, "gradient_step": 1,
+            "data_root": data, "log_directory": log_dir, "training_width": size, "training_height": size,
+            "varsize": False, "steps": steps, "clip_grad_mode": "disabled", "clip_grad_value": "0.1",
+            "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "once", "use_weight": False,
+            "create_image_every": 0, "save_embedding_every": 0, "template_filename": "style_filewords.txt",
+            "save_image_with_stored_embedding": False, "preview_from_txt2img": False, "preview_prompt": "",
+            "preview_negative_prompt": "", "preview_steps": 20, "preview_sampler_name": "Euler a",
+            "preview_cfg_scale": 7, "preview_seed": -1, "preview_width": 512, "preview_height": 512}
+    # the built-in trainer writes its settings file into a folder it only creates when it saves images or embeddings
+    os.makedirs(os.path.join(log_dir, time.strftime("%Y-%m-%d"), name), exist_ok=True)
+    start = time.perf_counter()
+    response = requests.post(f"{url}/sdapi/v1/train/embedding", json=body, timeout=7200)
+    elapsed = time.perf_counter() - start
+    if "error: None" not in response.text:
+        raise SystemExit(f"built-in trainer failed: {response.text}")
+    losses = []
+    for path in glob.glob(os.path.join(log_dir, "*", name, "textual_inversion_loss.csv")):
+        with open(path) as f:
+            losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    return elapsed, losses
+
+
+def run_ours(url: str, data: str, size: int, steps: int) -> tuple[float, list[float]]:
+    body = {"train_data_dir": data, "token_string": "bench-ours", "init_word": "painting", "num_vectors_per_token": 1,
+            "learning_rate": "0.005", "train_batch_size": 1, "max_train_steps": steps, "save_every_n_steps": 0,
+            "resolution": size, "overwrite": True, "caption_source": "both", "template_set": "style"}
+    start = time.perf_counter()
+    response = requests.post(f"{url}/ti-trainer/v1/train", json=body, timeout=600)
+    response.raise_for_status()
+    job_id = response.json()["job_id"]
+    while True:
+        job = requests.get(f"{url}/ti-trainer/v1/jobs/{job_id}").json()
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - start
+    if job["state"] != "done":
+        raise SystemExit(f"TI Trainer failed: {job['error']}")
+    return elapsed, [loss for _, loss in job["losses"]]
+
+
+def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
+    times = {t: {n: [] for n in (args.short, args.long)} for t in ("built-in", "TI Trainer")}
+    peaks = {t: [] for t in times}
+    tail_loss = {t: [] for t in times}
+    log_dir = os.path.join(args.work, "builtin-logs")
+    for _ in range(args.runs):
+        for steps in (args.short, args.long):
+            for trainer in ("built-in", "TI Trainer"):
+                reset_peak(pid)
+                if trainer == "built-in":
+                    elapsed, losses = run_builtin(args.url, args.data, size, steps, log_dir)
+                else:
+                    elapsed, losses = run_ours(args.url, args.data, size, steps)
+                times[trainer][steps].append(elapsed)
+                peaks[trainer].append(peak_rss_mb(pid))
+                if steps == args.long and losses:
+                    tail = losses[-max(1, len(losses) // 4):]
+                    tail_loss[trainer].append(statistics.mean(tail))
+    out = {}
+    for trainer in times:
+        per_step = (statistics.median(times[trainer][args.long]) - statistics.median(times[trainer][args.short]))
+        out[trainer] = {"s_step": per_step / (args.long - args.short), "peak": max(peaks[trainer]),
+                        "loss": statistics.mean(tail_loss[trainer]) if tail_loss[trainer] else float("nan")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:7860")
+    parser.add_argument("--data", required=True, help="image folder (with .txt captions) both trainers read")
+    parser.add_argument("--size", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--short", type=int, default=10)
+    parser.add_argument("--long", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", default="/tmp/ti-trainer-bench")
+    args = parser.parse_args()
+    args.url = args.url.rstrip("/")
+    pid = webui_pid(int(args.url.rsplit(":", 1)[1].split("/")[0]))
+    model = requests.get(f"{args.url}/sdapi/v1/options").json().get("sd_model_checkpoint")
+    print(f"model {model}, WebUI pid {pid}, steps {args.short}->{args.long}, {args.runs} runs each, batch 1, fp32")
+    print(f"{'size':>6} {'trainer':>11} {'s/step':>8} {'peak RSS MB':>12} {'tail loss':>10}")
+    for size in args.size:
+        result = measure(args, pid, size)
+        for trainer, r in result.items():
+            print(f"{size:>6} {trainer:>11} {r['s_step']:>8.4f} {r['peak']:>12.0f} {r['loss']:>10.4f}")
+        ratio = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
+        print(f"{size:>6} {'speed-up':>11} {ratio:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
