@@ -137,6 +137,10 @@ class WebUIModel:
         state = shared.state
         saved = (state.job, state.job_no, state.job_count, state.textinfo)
         images = []
+        vae = getattr(self.m, "first_stage_model", None)
+        vae_away = vae is not None and next(vae.parameters()).device != devices.device  # offloaded while training
+        if vae_away:
+            vae.to(devices.device)
         try:
             for prompt in prompts:
                 if state.interrupted:
@@ -151,6 +155,8 @@ class WebUIModel:
         finally:
             state.job, state.job_no, state.job_count, state.textinfo = saved
             clear_conditioning_cache()
+            if vae_away:
+                vae.to(devices.cpu)
         return images
 
     def weights_digest(self) -> str:
