@@ -136,7 +136,10 @@ def main() -> None:
     args = parser.parse_args()
     args.url = args.url.rstrip("/")
     pid = webui_pid(int(args.url.rsplit(":", 1)[1].split("/")[0]))
-    model = requests.get(f"{args.url}/sdapi/v1/options").json().get("sd_model_checkpoint")
+    options = requests.get(f"{args.url}/sdapi/v1/options").json()
+    model = options.get("sd_model_checkpoint")
+    # the built-in trainer writes its loss log only every N steps (500 by default): every step, for the comparison
+    requests.post(f"{args.url}/sdapi/v1/options", json={"training_write_csv_every": 1}).raise_for_status()
     print(f"model {model}, WebUI pid {pid}, steps {args.short}->{args.long}, {args.runs} runs each, batch 1, fp32")
     print(f"{'size':>6} {'trainer':>11} {'s/step':>8} {'peak RSS MB':>12} {'tail loss':>10}")
     for size in args.size:
@@ -145,6 +148,8 @@ def main() -> None:
             print(f"{size:>6} {trainer:>11} {r['s_step']:>8.4f} {r['peak']:>12.0f} {r['loss']:>10.4f}")
         ratio = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
         print(f"{size:>6} {'speed-up':>11} {ratio:>7.2f}x")
+    requests.post(f"{args.url}/sdapi/v1/options",
+                  json={"training_write_csv_every": options.get("training_write_csv_every", 500)})
 
 
 if __name__ == "__main__":
