@@ -103,9 +103,7 @@ class WebUIModel:
         """Freeze the model, route ``token`` to the trained vectors, and put everything back afterwards."""
         params = [(p, p.requires_grad) for p in self.m.parameters()]
         trainable = [(w, getattr(w, "is_trainable", False)) for w, _ in self.encoders.values()]
-        embedding = Embedding(vectors["clip_l"] if len(vectors) == 1 else vectors, token)
-        embedding.vectors = next(iter(vectors.values())).shape[0]
-        embedding.shape = sum(v.shape[1] for v in vectors.values())
+        embedding = _embedding(token, vectors["clip_l"] if len(vectors) == 1 else vectors, vectors)
         try:
             for p, _ in params:
                 p.requires_grad_(False)
@@ -319,6 +317,16 @@ def embedding_record(name: str):
     raise UserError(f"Unknown embedding {name!r}. Known: {', '.join(sorted(db.word_embeddings)) or 'none'}.")
 
 
+def _embedding(name: str, vec, vectors: dict[str, torch.Tensor], shorthash: str | None = None) -> Embedding:
+    """A WebUI Embedding record for vectors that live in memory (the run's, a checkpoint's, scaled ones)."""
+    embedding = Embedding(vec, name)
+    embedding.vectors = next(iter(vectors.values())).shape[0]
+    embedding.shape = sum(v.shape[-1] for v in vectors.values())
+    if shorthash:
+        embedding.hash = embedding.shorthash = shorthash
+    return embedding
+
+
 def _webui_vec(vectors: dict[str, torch.Tensor]):
     moved = {k: v.to(devices.device, torch.float32) for k, v in vectors.items()}
     return moved["clip_l"] if set(moved) == {"clip_l"} else moved
@@ -329,11 +337,7 @@ def embedding_override(name: str, vectors: dict[str, torch.Tensor], shorthash: s
     """For one cell, prompts naming ``name`` use these vectors; the WebUI's own entry comes back afterwards."""
     db = sd_hijack.model_hijack.embedding_db
     original = db.word_embeddings.get(name)
-    embedding = Embedding(_webui_vec(vectors), name)
-    embedding.vectors = next(iter(vectors.values())).shape[0]
-    embedding.shape = sum(v.shape[-1] for v in vectors.values())
-    embedding.hash, embedding.shorthash = shorthash, shorthash
-    db.register_embedding_by_name(embedding, shared.sd_model, name)
+    db.register_embedding_by_name(_embedding(name, _webui_vec(vectors), vectors, shorthash), shared.sd_model, name)
     clear_conditioning_cache()
     try:
         yield
@@ -540,10 +544,7 @@ def xyz_apply_checkpoint(p, x, xs) -> None:
         path = found[int(label)]
         alias = f"{name}-{label}"
         vectors = load_embedding(path)[0]
-        embedding = Embedding(_webui_vec(vectors), alias)
-        embedding.vectors = next(iter(vectors.values())).shape[0]
-        embedding.shape = sum(v.shape[-1] for v in vectors.values())
-        embedding.hash = embedding.shorthash = file_shorthash(path)
+        embedding = _embedding(alias, _webui_vec(vectors), vectors, file_shorthash(path))
         sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, shared.sd_model, alias)
         p.prompt = rename(p.prompt, name, alias)
 
