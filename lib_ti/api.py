@@ -9,15 +9,18 @@ import base64
 import dataclasses
 import io
 import json
+import os
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from lib_ti import __version__
-from lib_ti.config import parse_config
+from lib_ti.config import parse_config, validate_token
 from lib_ti.errors import ConfigError, UserError
+from lib_ti.formats import convert, read_embedding
 from lib_ti.grid_run import GridRequest, GridResult
+from lib_ti.inspector import history, inspect
 from lib_ti.jobs import Busy, Host, JobManager, preflight
 from lib_ti.model import ModelAdapter
 from lib_ti.plot import loss_svg
@@ -83,11 +86,58 @@ def grid_response(result: GridResult) -> dict[str, Any]:
             "notes": result.notes, "interrupted": result.interrupted}
 
 
+INSPECT_DOC = "{\"embedding\": name} for a loaded one, or {\"path\": file, \"second_path\": the diffusers SDXL pair's other file}"
+CONVERT_DOC = "{\"path\": file, \"second_path\": optional, \"output_name\": optional, \"overwrite\": false}"
+
+
+def inspect_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
+    name = str(body.get("embedding") or "")
+    path = inspection.embedding_path(name) if name else str(body.get("path") or "")
+    if not path:
+        raise UserError("Give an embedding name or a file path.")
+    file = read_embedding(path, body.get("second_path") or None)
+    report = inspect(file, inspection.reference())
+    run_dir = inspection.run_dir(name) if name else ""
+    report["history"] = history(run_dir, name, read_embedding) if run_dir else []
+    return report
+
+
+def convert_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
+    file = read_embedding(str(body.get("path") or ""), body.get("second_path") or None)
+    name = str(body.get("output_name") or file.name)
+    problem = validate_token(name)
+    if problem:
+        raise UserError(problem.replace("token_string", "output_name"))
+    target = convert(file, os.path.join(inspection.embeddings_dir(), f"{name}.safetensors"), bool(body.get("overwrite")))
+    inspection.after_convert()
+    return {"path": target, "name": name, "format": file.format, "vectors": next(iter(file.vectors.values())).shape[0]}
+
+
 def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
                   host_interrupt: Callable[[], None], dependencies: list | None = None,
                   grid: Callable[[GridRequest], GridResult] | None = None,
-                  grid_defaults: Callable[[], dict[str, Any]] = dict) -> APIRouter:
+                  grid_defaults: Callable[[], dict[str, Any]] = dict, inspection: Any = None) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["TI Trainer"], dependencies=dependencies or [])
+
+    @router.post("/inspect", responses={422: {"description": "Unreadable or unknown embedding"}})
+    def inspect_embedding(body: dict[str, Any] = Body(..., description=INSPECT_DOC)) -> dict[str, Any]:
+        """Format, family, vectors, norms against the model's tokens, nearest words, metadata and warnings."""
+        if inspection is None:
+            raise HTTPException(status_code=404, detail={"message": "The inspector is not available here."})
+        try:
+            return inspect_request(body, inspection)
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+
+    @router.post("/convert", responses={422: {"description": "Unreadable file, or the target exists"}})
+    def convert_embedding(body: dict[str, Any] = Body(..., description=CONVERT_DOC)) -> dict[str, Any]:
+        """Convert any known format to the WebUI's .safetensors in its embeddings folder, keeping the metadata."""
+        if inspection is None:
+            raise HTTPException(status_code=404, detail={"message": "The converter is not available here."})
+        try:
+            return convert_request(body, inspection)
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
 
     @router.post("/grid", responses={422: {"description": "Invalid grid settings"}})
     def test_grid(body: dict[str, Any] = Body(..., description=GRID_DOC)) -> dict[str, Any]:

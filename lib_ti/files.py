@@ -90,12 +90,23 @@ def save_embedding(path: str, vectors: dict[str, torch.Tensor], name: str, step:
     atomic_write_bytes(path, data)
 
 
+def weights_only_load(path: str) -> Any:
+    """Tensors and plain containers only: pickled code in a user's file is never run.
+
+    Calls ``torch.serialization.load`` rather than ``torch.load``, which the WebUI replaces with its own checker;
+    that checker refuses files written by torch >= 2.6 and answers None instead of raising.
+    """
+    return torch.serialization.load(path, map_location="cpu", weights_only=True)
+
+
 def _safe_torch_load(path: str) -> Any:
-    """Never run pickled code from a user's file: tensors and plain containers only."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = weights_only_load(path)
     except Exception as e:
         raise UserError(f"{os.path.basename(path)} cannot be read safely as an embedding ({type(e).__name__}).") from None
+    if data is None:
+        raise UserError(f"{os.path.basename(path)} could not be read.")
+    return data
 
 
 def load_embedding(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

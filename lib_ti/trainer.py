@@ -25,7 +25,8 @@ from lib_ti.config import TrainConfig, config_to_json
 from lib_ti.dataset import load_dataset
 from lib_ti.early_stop import EarlyStop
 from lib_ti.errors import UserError
-from lib_ti.files import atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding, save_optimizer_state
+from lib_ti.files import (atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding, save_optimizer_state,
+                          weights_only_load)
 from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
 from lib_ti.optim import make_optimizer
 from lib_ti.paths import RunPaths, plan_paths
@@ -162,7 +163,7 @@ def _start_vectors(run: _Run) -> None:
 
 def _pt_step(path: str) -> int:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = weights_only_load(path)
         return int(data.get("step") or 0) if isinstance(data, dict) else 0
     except Exception:
         return 0

@@ -50,7 +50,7 @@ def on_app_started(_demo, app):
     app.include_router(create_router(
         manager, host, webui_model.WebUIModel, shared.state.interrupt, dependencies,
         grid=lambda request: webui_model.run_grid_queued(request, host.run_root(), owns_state=True),
-        grid_defaults=webui_model.txt2img_defaults))
+        grid_defaults=webui_model.txt2img_defaults, inspection=webui_model.WebUIInspection(host.run_root())))
 
 
 def on_before_ui():

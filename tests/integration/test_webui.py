@@ -233,3 +233,32 @@ def test_xyz_plot_axes(http, tmp_path):
         assert prompts == [f"({token}-2:0.5)", f"({token}-2:1.5)", f"({token}:0.5)", f"({token}:1.5)"]
     finally:
         cleanup(token)
+
+
+def test_inspect_and_convert(http, tmp_path):
+    import torch
+
+    load_model(http, MODELS[0] if MODELS else None)
+    token = f"ticonv{int(time.time() * 1000) % 10**8}"
+    # a diffusers-style single-token file with the loaded model's width, taken from a trained embedding's shape
+    data = make_dataset(str(tmp_path / "data"), count=2, caption=token + "src")
+    try:
+        job = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={
+            "train_data_dir": data, "token_string": token + "src", "max_train_steps": 2, "resolution": 64,
+            "save_every_n_steps": 1}).json()["job_id"])
+        report = http.post(f"{URL}/ti-trainer/v1/inspect", json={"embedding": token + "src"}).json()
+        assert report["vectors"] == 1 and report["encoders"] and [r["step"] for r in report["history"]] == [1, 2]
+        key = next(iter(report["encoders"]))
+        assert len(report["encoders"][key]["nearest"][0]) == 3
+        vectors = safetensors.torch.load_file(job["final_path"])
+        diffusers_file = str(tmp_path / "learned_embeds.bin")
+        torch.save({f"<{token}>": next(iter(vectors.values()))[0]}, diffusers_file)
+        converted = http.post(f"{URL}/ti-trainer/v1/convert", json={"path": diffusers_file, "output_name": token})
+        assert converted.status_code == 200, converted.text
+        assert converted.json()["format"] == "diffusers"
+        assert token in http.get(f"{URL}/sdapi/v1/embeddings").json()["loaded"]
+        again = http.post(f"{URL}/ti-trainer/v1/convert", json={"path": diffusers_file, "output_name": token})
+        assert again.status_code == 422 and "already exists" in again.json()["detail"]["message"]
+    finally:
+        cleanup(token)
+        cleanup(token + "src")
