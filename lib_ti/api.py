@@ -97,8 +97,9 @@ def inspect_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
         raise UserError("Give an embedding name or a file path.")
     file = read_embedding(path, body.get("second_path") or None)
     report = inspect(file, inspection.reference())
-    run_dir = inspection.run_dir(name) if name else ""
-    report["history"] = history(run_dir, name, read_embedding) if run_dir else []
+    run_dir = inspection.run_dir(name) if name else file.metadata.get("ti_run_dir", "")
+    stem = name or os.path.splitext(os.path.basename(path))[0]
+    report["history"] = history(run_dir, stem, read_embedding) if run_dir and os.path.isdir(run_dir) else []
     return report
 
 

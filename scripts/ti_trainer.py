@@ -12,6 +12,7 @@ from lib_ti.form import config_to_values
 from lib_ti.jobs import JobManager
 from lib_ti.ui import TabActions, build_tab
 from lib_ti.ui_grid import GridActions
+from lib_ti.ui_inspect import InspectActions
 
 SECTION = ("ti_trainer", "TI Trainer")
 manager = JobManager()
@@ -33,7 +34,7 @@ def on_ui_tabs():
         run=lambda request, stop: webui_model.run_grid_queued(request, host.run_root(), False, stop),
         names=lambda: sorted(webui_model.existing_embedding_names()), defaults=webui_model.txt2img_defaults)
     tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()), grid_actions,
-                    add_send_buttons)
+                    add_send_buttons, InspectActions(webui_model.WebUIInspection(host.run_root())))
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
 
