@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from lib_ti import __version__
+from lib_ti.batch import BatchQueue, queue_request
 from lib_ti.config import parse_config, validate_token
 from lib_ti.errors import ConfigError, UserError
 from lib_ti.formats import convert, read_embedding
@@ -86,6 +87,8 @@ def grid_response(result: GridResult) -> dict[str, Any]:
             "notes": result.notes, "interrupted": result.interrupted}
 
 
+QUEUE_DOC = ('{"configs": [config, ...]} or {"folder": parent folder of dataset subfolders, "base": config}; '
+             'add "grid": true to render a test grid after each training')
 INSPECT_DOC = "{\"embedding\": name} for a loaded one, or {\"path\": file, \"second_path\": the diffusers SDXL pair's other file}"
 CONVERT_DOC = "{\"path\": file, \"second_path\": optional, \"output_name\": optional, \"overwrite\": false}"
 
@@ -117,7 +120,8 @@ def convert_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
 def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
                   host_interrupt: Callable[[], None], dependencies: list | None = None,
                   grid: Callable[[GridRequest], GridResult] | None = None,
-                  grid_defaults: Callable[[], dict[str, Any]] = dict, inspection: Any = None) -> APIRouter:
+                  grid_defaults: Callable[[], dict[str, Any]] = dict, inspection: Any = None,
+                  queue: BatchQueue | None = None) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["TI Trainer"], dependencies=dependencies or [])
 
     @router.post("/inspect", responses={422: {"description": "Unreadable or unknown embedding"}})
@@ -139,6 +143,22 @@ def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[],
             return convert_request(body, inspection)
         except UserError as e:
             raise HTTPException(status_code=422, detail=error_detail(e)) from None
+
+    @router.post("/queue", responses={422: {"description": "No configs or folder"}})
+    def add_to_queue(body: dict[str, Any] = Body(..., description=QUEUE_DOC)) -> dict[str, Any]:
+        """Queue several trainings; they run one after another. Invalid entries are listed with their message."""
+        if queue is None:
+            raise HTTPException(status_code=404, detail={"message": "The queue is not available here."})
+        try:
+            added = queue_request(body, queue)
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        return {"added": [dataclasses.asdict(e) for e in added], "entries": queue.snapshot()}
+
+    @router.get("/queue")
+    def get_queue() -> dict[str, Any]:
+        """Every entry of this WebUI session with its state (entries not yet run are lost on a WebUI restart)."""
+        return {"entries": queue.snapshot() if queue is not None else []}
 
     @router.post("/grid", responses={422: {"description": "Invalid grid settings"}})
     def test_grid(body: dict[str, Any] = Body(..., description=GRID_DOC)) -> dict[str, Any]:

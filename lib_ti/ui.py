@@ -15,6 +15,7 @@ from lib_ti.errors import UserError
 from lib_ti.form import FIELDS, GROUPS, config_to_values, values_to_dict
 from lib_ti.jobs import Host, Job, JobManager, no_lock, preflight
 from lib_ti.model import ModelAdapter
+from lib_ti.ui_batch import QueueActions, build_queue_section
 from lib_ti.ui_grid import GridActions, build_test_section
 from lib_ti.ui_inspect import InspectActions, build_inspect_section
 
@@ -111,7 +112,8 @@ def _component(gr, spec, default: Any):
 
 
 def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid_actions: GridActions | None = None,
-              add_send_buttons: Callable | None = None, inspect_actions: InspectActions | None = None):
+              add_send_buttons: Callable | None = None, inspect_actions: InspectActions | None = None,
+              queue_actions: QueueActions | None = None):
     """The gradio Blocks of the tab; ``wrap_gpu`` is the WebUI's wrap_gradio_gpu_call."""
     import gradio as gr
 
@@ -144,6 +146,8 @@ def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid
         test_embedding = build_test_section(gr, grid_actions, wrap_gpu, add_send_buttons) if grid_actions else None
         if inspect_actions is not None:
             build_inspect_section(gr, inspect_actions, grid_actions.names if grid_actions else list)
+        if queue_actions is not None:
+            build_queue_section(gr, queue_actions)
 
         def train(_id_task, *values):  # the WebUI appends its timing to the last output: keep the HTML last
             gallery_items, result = actions.train(*values)

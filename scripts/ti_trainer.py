@@ -7,15 +7,29 @@ from modules import call_queue, infotext_utils, script_callbacks, shared
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import webui_model
 from lib_ti.api import basic_auth, create_router
+from lib_ti.batch import BatchQueue, job_runner
 from lib_ti.config import TrainConfig
 from lib_ti.form import config_to_values
+from lib_ti.grid_run import GridRequest
 from lib_ti.jobs import JobManager
 from lib_ti.ui import TabActions, build_tab
+from lib_ti.ui_batch import QueueActions
 from lib_ti.ui_grid import GridActions
 from lib_ti.ui_inspect import InspectActions
 
 SECTION = ("ti_trainer", "TI Trainer")
 manager = JobManager()
+api_host = webui_model.WebUIHost(owns_state=True)
+
+
+def grid_after_training(entry):
+    """The queue's optional test grid: the txt2img tab's settings, the default strengths and prompts."""
+    name = os.path.splitext(os.path.basename(entry.final_path))[0]
+    request = GridRequest.from_dict({"embedding": name}, webui_model.txt2img_defaults())
+    return webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True).paths
+
+
+batch_queue = BatchQueue(manager, job_runner(manager, api_host, webui_model.WebUIModel), grid_after_training)
 
 
 def on_ui_settings():
@@ -34,7 +48,8 @@ def on_ui_tabs():
         run=lambda request, stop: webui_model.run_grid_queued(request, host.run_root(), False, stop),
         names=lambda: sorted(webui_model.existing_embedding_names()), defaults=webui_model.txt2img_defaults)
     tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()), grid_actions,
-                    add_send_buttons, InspectActions(webui_model.WebUIInspection(host.run_root())))
+                    add_send_buttons, InspectActions(webui_model.WebUIInspection(host.run_root())),
+                    QueueActions(batch_queue))
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
 
@@ -47,11 +62,11 @@ def add_send_buttons(gallery):
 
 def on_app_started(_demo, app):
     dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
-    host = webui_model.WebUIHost(owns_state=True)
     app.include_router(create_router(
-        manager, host, webui_model.WebUIModel, shared.state.interrupt, dependencies,
-        grid=lambda request: webui_model.run_grid_queued(request, host.run_root(), owns_state=True),
-        grid_defaults=webui_model.txt2img_defaults, inspection=webui_model.WebUIInspection(host.run_root())))
+        manager, api_host, webui_model.WebUIModel, shared.state.interrupt, dependencies,
+        grid=lambda request: webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True),
+        grid_defaults=webui_model.txt2img_defaults, inspection=webui_model.WebUIInspection(api_host.run_root()),
+        queue=batch_queue))
 
 
 def on_before_ui():

@@ -262,3 +262,34 @@ def test_inspect_and_convert(http, tmp_path):
     finally:
         cleanup(token)
         cleanup(token + "src")
+
+
+def test_batch_queue_from_dataset_folders(http, tmp_path):
+    load_model(http, MODELS[0] if MODELS else None)
+    stamp = int(time.time() * 1000) % 10**8
+    tokens = [f"tiqa{stamp}", f"tiqb{stamp}"]
+    make_dataset(str(tmp_path / "sets" / tokens[0]), count=2, caption=tokens[0])
+    make_dataset(str(tmp_path / "sets" / "second"), count=2, caption=tokens[1])
+    (tmp_path / "sets" / "second" / "ti_trainer.json").write_text(json.dumps({"token_string": tokens[1],
+                                                                              "max_train_steps": 3}))
+    make_dataset(str(tmp_path / "sets" / "zbroken"), count=1)
+    (tmp_path / "sets" / "zbroken" / "ti_trainer.json").write_text("{not json")
+    try:
+        response = http.post(f"{URL}/ti-trainer/v1/queue", json={
+            "folder": str(tmp_path / "sets"), "base": {"max_train_steps": 2, "resolution": 64, "save_every_n_steps": 0}})
+        assert response.status_code == 200, response.text
+        ids = {e["id"] for e in response.json()["added"]}
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            entries = [e for e in http.get(f"{URL}/ti-trainer/v1/queue").json()["entries"] if e["id"] in ids]
+            if all(e["state"] not in ("queued", "running") for e in entries):
+                break
+            time.sleep(1)
+        assert [(e["label"], e["state"]) for e in entries] == [("second", "done"), (tokens[0], "done"),
+                                                                ("zbroken", "invalid")], entries
+        assert entries[0]["step"] == 3 and entries[1]["step"] == 2 and "not valid JSON" in entries[2]["error"]
+        loaded = http.get(f"{URL}/sdapi/v1/embeddings").json()["loaded"]
+        assert all(t in loaded for t in tokens)
+    finally:
+        for token in tokens:
+            cleanup(token)
