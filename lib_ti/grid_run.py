@@ -14,12 +14,14 @@ from typing import Any, ContextManager, Protocol
 import torch
 from PIL import Image
 
+from lib_ti.dataset import list_images, open_image
 from lib_ti.errors import UserError
 from lib_ti.files import load_embedding
 from lib_ti.grid import (DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODES, Cell, GridPlan, format_strength, parse_strengths,
                          pick_checkpoints, plan_grid)
 from lib_ti.grid_image import GridGeometry, draw_grid
 from lib_ti.paths import list_checkpoints
+from lib_ti.quality import advice, score_cells
 
 
 @dataclass
@@ -30,6 +32,7 @@ class LoadedEmbedding:
     shorthash: str
     step: int | None
     run_dir: str
+    train_data_dir: str = ""
 
 
 class GridBackend(Protocol):
@@ -40,6 +43,7 @@ class GridBackend(Protocol):
     def progress(self, done: int, total: int, text: str) -> None: ...
     def should_stop(self) -> bool: ...
     def font_path(self) -> str | None: ...
+    def clip_scorer(self) -> tuple[Any, str]: ...
 
 
 @dataclass
@@ -62,6 +66,7 @@ class GridRequest:
     seed: int = -1
     max_images: int = 100
     save: bool = True
+    scores: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], defaults: dict[str, Any] | None = None) -> "GridRequest":
@@ -130,13 +135,37 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
         backend.progress(done, len(plan.cells), f"Cell {done + 1}/{len(plan.cells)}: {cell.prompt}")
         rendered[cell] = _render_cell(cell, request, loaded, backend, gen, vectors_cache)
     backend.progress(len(rendered), len(plan.cells), "Drawing the grid")
-    return _assemble(plan, rendered, request, backend, seed, interrupted)
+    result = _assemble(plan, rendered, request, backend, seed, interrupted)
+    if request.scores and result.cells:
+        _add_scores(result, [rendered[c][0] for c in plan.cells if c in rendered], loaded, backend)
+    return result
+
+
+def _add_scores(result: GridResult, images: list[Image.Image], loaded: LoadedEmbedding, backend: GridBackend) -> None:
+    """CLIP scores and advice; without a CLIP model (offline, say) the grid stands alone and says why."""
+    scorer, why = backend.clip_scorer()
+    if scorer is None:
+        result.notes.append(f"No quality scores: {why}")
+        return
+    try:
+        training = [open_image(p) for p in list_images(loaded.train_data_dir)] if loaded.train_data_dir else []
+    except UserError:
+        training = []
+    if not training:
+        result.notes.append("No quality scores: the training images of this embedding were not found "
+                            f"({loaded.train_data_dir or 'no folder recorded in the file'}).")
+        return
+    score_cells(result.cells, images, training, scorer, loaded.name)
+    result.notes.extend(advice([], result.cells))
 
 
 def _render_cell(cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict,
                  cache: dict) -> tuple[Image.Image, str, str]:
-    if cell.strength is None:
-        return backend.render(cell.prompt, gen, {})
+    if cell.strength is None:  # without the embedding the checkpoint does not matter: one image per prompt
+        key = ("baseline", cell.prompt)
+        if key not in cache:
+            cache[key] = backend.render(cell.prompt, gen, {})
+        return cache[key]
     path = cell.checkpoint.path
     if path not in cache:
         if not os.path.isfile(path):

@@ -12,12 +12,19 @@ from lib_ti.grid_run import GridRequest, GridResult
 
 ELEM = "ti_trainer_grid"
 FIELDS = ("embedding", "checkpoints", "strengths", "mode", "baseline", "prompts", "x", "y", "z", "negative_prompt",
-          "sampler_name", "steps", "cfg_scale", "width", "height", "seed", "max_images")
+          "sampler_name", "steps", "cfg_scale", "width", "height", "seed", "max_images", "scores")
 
 
 def grid_html(result: GridResult) -> str:
     parts = [f"<p>{len(result.cells)} image(s), seed {result.seed}. Grids saved: "
              + ", ".join(f"<code>{html.escape(p)}</code>" for p in result.paths) + "</p>"]
+    scored = [c for c in result.cells if "image_similarity" in c]
+    if scored:
+        rows = "".join(f"<tr><td>{html.escape(c['checkpoint'])}</td><td>{html.escape(c['strength'])}</td>"
+                       f"<td>{html.escape(c['prompt'])}</td><td>{c['image_similarity']:.3f}</td>"
+                       f"<td>{c['text_similarity']:.3f}</td></tr>" for c in scored)
+        parts.append("<table><tr><th>checkpoint</th><th>strength</th><th>prompt</th><th>image sim.</th>"
+                     f"<th>text sim.</th></tr>{rows}</table>")
     parts += [f'<div class="ti-trainer-msg ti-trainer-warn">{html.escape(n)}</div>' for n in result.notes]
     return "\n".join(parts)
 
@@ -75,6 +82,7 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
             height = gr.Number(label="Height", value=defaults.get("height", 512), precision=0, elem_id=f"{ELEM}_height")
             seed = gr.Number(label="Seed (-1 = random, same for every cell)", value=-1, precision=0, elem_id=f"{ELEM}_seed")
             max_images = gr.Number(label="Max images", value=100, precision=0, elem_id=f"{ELEM}_max_images")
+            scores = gr.Checkbox(label="CLIP quality scores and advice", value=False, elem_id=f"{ELEM}_scores")
         with gr.Row():
             generate = gr.Button("Generate grid", variant="primary", elem_id=f"{ELEM}_generate", scale=3)
             stop = gr.Button("Stop after this image", elem_id=f"{ELEM}_stop", scale=1)
@@ -84,7 +92,7 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
             add_send_buttons(gallery)
         id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
     inputs = [embedding, checkpoints, strengths, mode, baseline, prompts, x, y, z, negative, sampler, steps, cfg,
-              width, height, seed, max_images]
+              width, height, seed, max_images, scores]
     generate.click(fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
                    _js="ti_trainer_grid_start", inputs=[id_task, *inputs], outputs=[gallery, info])
     stop.click(fn=actions.stop.set, inputs=[], outputs=[])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from contextlib import closing
 from typing import Iterator
@@ -371,8 +372,6 @@ def default_script_args(runner) -> tuple[list, dict[str, int]]:
 
 def txt2img_defaults() -> dict:
     """The txt2img tab's defaults as the user configured them (ui-config.json)."""
-    import json
-
     try:
         with open(shared.cmd_opts.ui_config_file, encoding="utf-8") as f:
             ui = json.load(f)
@@ -459,7 +458,26 @@ class WebUIGridBackend:
         step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else record.step
         vectors = {k: v.detach().float().cpu() for k, v in vec.items()}
         run_dir = meta.get("ti_run_dir") or os.path.join(self.run_root, name)
-        return LoadedEmbedding(name, vectors, record.filename or "", record.shorthash or "", step, run_dir)
+        try:
+            data_dir = json.loads(meta.get("ti_settings", "{}")).get("train_data_dir", "")
+        except ValueError:
+            data_dir = ""
+        return LoadedEmbedding(name, vectors, record.filename or "", record.shorthash or "", step, run_dir, data_dir)
+
+    def clip_scorer(self):
+        """A CLIP model from the setting (a local folder or a Hugging Face id already downloaded), never fetched."""
+        from lib_ti.quality import TransformersClip
+
+        source = shared.opts.data.get("ti_trainer_clip_model") or "openai/clip-vit-large-patch14"
+        try:
+            from transformers import CLIPModel, CLIPProcessor
+
+            model = CLIPModel.from_pretrained(source, local_files_only=True)
+            processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
+        except Exception as e:  # offline, missing weights, not a CLIP model: all mean "no scores", said plainly
+            return None, (f"no CLIP model could be loaded from {source!r} without downloading ({type(e).__name__}). "
+                          "Set Settings → TI Trainer → CLIP model to a folder with a CLIP model.")
+        return TransformersClip(model, processor), ""
 
     def override(self, name, vectors, shorthash):
         return embedding_override(name, vectors, shorthash)

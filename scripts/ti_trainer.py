@@ -36,6 +36,9 @@ def on_ui_settings():
     shared.opts.add_option("ti_trainer_output_dir", shared.OptionInfo(
         os.path.join("outputs", "ti-trainer"), "Folder for runs: checkpoints, previews, logs (one subfolder per embedding)",
         section=SECTION))
+    shared.opts.add_option("ti_trainer_clip_model", shared.OptionInfo(
+        "openai/clip-vit-large-patch14", "CLIP model for the test grid's quality scores (a local folder, or a "
+        "Hugging Face id already downloaded; nothing is fetched)", section=SECTION))
     shared.opts.add_option("ti_trainer_verify_model", shared.OptionInfo(
         False, "Check that training left the model's weights unchanged (hashes every weight before and after)",
         section=SECTION))

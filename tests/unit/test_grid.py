@@ -122,6 +122,9 @@ class RecordingBackend:
     def font_path(self):
         return None
 
+    def clip_scorer(self):
+        return None, "no CLIP model here"
+
 
 @pytest.fixture
 def backend(tmp_path):
@@ -199,9 +202,16 @@ def test_tab_generate_reads_the_form_and_reports_errors(backend):
     values = {"embedding": "tok", "checkpoints": "none", "strengths": "0.5", "mode": MODE_LABELS["vectors"],
               "baseline": False, "prompts": "[name] a\n[name] b", "x": "strength", "y": "prompt", "z": "checkpoint",
               "negative_prompt": "", "sampler_name": "", "steps": 2.0, "cfg_scale": 7, "width": 8.0, "height": 8.0,
-              "seed": 4.0, "max_images": 10.0}
+              "seed": 4.0, "max_images": 10.0, "scores": False}
     gallery, html = actions.generate(*[values[f] for f in FIELDS])
     assert gallery == ["/grids/tok-4.png"] and "2 image(s), seed 4" in html
     assert seen[0].mode == "vectors" and seen[0].prompts == ["[name] a", "[name] b"] and seen[0].steps == 2
     gallery, html = actions.generate(*[{**values, "strengths": "lots"}[f] for f in FIELDS])
     assert gallery == [] and "ti-trainer-error" in html and "&#x27;lots&#x27; is not a number" in html
+
+
+def test_baseline_cells_are_rendered_once_per_prompt(backend):
+    result = run_grid(GridRequest(embedding="tok", strengths="1", prompts=["[name] a"], checkpoints="all",
+                                  baseline=True, width=8, height=8, seed=1), backend)
+    assert [c[0] for c in backend.calls].count("a") == 1
+    assert sum(c["strength"] == "without" for c in result.cells) == 3  # still one baseline cell per checkpoint
