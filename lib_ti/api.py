@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, HTTPException, Response
@@ -102,6 +103,8 @@ def inspect_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
     report = inspect(file, inspection.reference())
     run_dir = inspection.run_dir(name) if name else file.metadata.get("ti_run_dir", "")
     stem = name or os.path.splitext(os.path.basename(path))[0]
+    if not name and re.fullmatch(r".+-\d+", stem):  # a checkpoint: its run's files are named after the run
+        stem = stem.rsplit("-", 1)[0]
     report["history"] = history(run_dir, stem, read_embedding) if run_dir and os.path.isdir(run_dir) else []
     return report
 

@@ -29,7 +29,11 @@ def report_html(report: dict[str, Any]) -> str:
     parts += [f'<div class="ti-trainer-msg ti-trainer-warn">{html.escape(w)}</div>' for w in report["warnings"]]
     if report.get("history"):
         points = [(r["step"], r["mean_norm"]) for r in report["history"]]
-        parts.append("<p>Mean vector norm over the run's checkpoints:</p>" + loss_svg(points).replace("loss (smoothed", "norm (smoothed"))
+        losses = [(r["step"], r["loss"]) for r in report["history"] if r["loss"] == r["loss"]]
+        parts.append("<p>Mean vector norm over the run's checkpoints:</p>"
+                     + loss_svg(points).replace("loss (smoothed", "norm (smoothed"))
+        if len(losses) > 1:
+            parts.append("<p>Loss at those checkpoints:</p>" + loss_svg(losses))
     return "\n".join(parts)
 
 

@@ -131,3 +131,26 @@ def test_history_of_a_run(tmp_path):
     (tmp_path / "e-log.csv").write_text("step,loss,lr,time\n10,0.5,0.01,0\n20,0.4,0.01,0\n")
     rows = history(str(tmp_path), "e", read_embedding)
     assert rows == [{"step": 10, "mean_norm": 2.0, "loss": 0.5}, {"step": 20, "mean_norm": 4.0, "loss": 0.4}]
+
+
+def test_inspect_report_html_shows_figures_warnings_and_history(tmp_path):
+    from lib_ti.ui_inspect import InspectActions
+
+    class Inspection:
+        def reference(self):
+            return Reference("SD1", {"clip_l": torch.eye(4)}, spell=lambda i: f"word{i}")
+
+        def embedding_path(self, name):
+            raise UserError(f"Unknown embedding {name!r}.")
+
+        def run_dir(self, name):
+            return ""
+
+    for step in (10, 20):
+        save_embedding(str(tmp_path / f"e-{step}.safetensors"), {"clip_l": torch.full((1, 4), step / 10)}, "e", step,
+                       {"ti_run_dir": str(tmp_path)})
+    (tmp_path / "e-log.csv").write_text("step,loss\n10,0.5\n20,0.4\n")
+    html = InspectActions(Inspection()).inspect("", str(tmp_path / "e-20.safetensors"), "")
+    assert "kohya / A1111 .safetensors" in html and "near word" in html and "over 3" in html
+    assert html.count("<svg") == 2
+    assert "Unknown embedding" in InspectActions(Inspection()).inspect("nope", "", "")
