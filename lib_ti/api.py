@@ -41,10 +41,12 @@ TRAIN_EXAMPLE = {
 }
 
 
-GRID_DOC = ("embedding (required), strengths ('0.6, 0.8, 1.0'), mode (emphasis | vectors), baseline, prompts "
-            "(list, [name] = the embedding), checkpoints ('none' | 'all' | '' = every k-th | '100, 300'), x/y/z "
-            "(strength | prompt | checkpoint), negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, "
-            "max_images, save. Unset generation settings default to the txt2img tab's.")
+GRID_DOC = (
+    "embedding (required), strengths ('0.6, 0.8, 1.0'), mode (emphasis | vectors), baseline, prompts "
+    "(list, [name] = the embedding), checkpoints ('none' | 'all' | '' = every k-th | '100, 300'), x/y/z "
+    "(strength | prompt | checkpoint), negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, "
+    "max_images, save. Unset generation settings default to the txt2img tab's."
+)
 TRAIN_DOC = "A kohya-style JSON config (see the README), e.g. " + json.dumps(TRAIN_EXAMPLE)
 
 
@@ -83,15 +85,25 @@ def grid_response(result: GridResult) -> dict[str, Any]:
         image.save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    return {"images": [b64(im) for im in result.images], "paths": result.paths, "cells": result.cells,
-            "geometry": dataclasses.asdict(result.geometry) if result.geometry else None, "seed": result.seed,
-            "notes": result.notes, "interrupted": result.interrupted}
+    return {
+        "images": [b64(im) for im in result.images],
+        "paths": result.paths,
+        "cells": result.cells,
+        "geometry": dataclasses.asdict(result.geometry) if result.geometry else None,
+        "seed": result.seed,
+        "notes": result.notes,
+        "interrupted": result.interrupted,
+    }
 
 
-QUEUE_DOC = ('{"configs": [config, ...]} or {"folder": parent folder of dataset subfolders, "base": config}; '
-             'add "grid": true to render a test grid after each training')
-INSPECT_DOC = "{\"embedding\": name} for a loaded one, or {\"path\": file, \"second_path\": the diffusers SDXL pair's other file}"
-CONVERT_DOC = "{\"path\": file, \"second_path\": optional, \"output_name\": optional, \"overwrite\": false}"
+QUEUE_DOC = (
+    '{"configs": [config, ...]} or {"folder": parent folder of dataset subfolders, "base": config}; '
+    'add "grid": true to render a test grid after each training'
+)
+INSPECT_DOC = (
+    '{"embedding": name} for a loaded one, or {"path": file, "second_path": the diffusers SDXL pair\'s other file}'
+)
+CONVERT_DOC = '{"path": file, "second_path": optional, "output_name": optional, "overwrite": false}'
 
 
 def inspect_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
@@ -115,16 +127,24 @@ def convert_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
     problem = validate_token(name)
     if problem:
         raise UserError(problem.replace("token_string", "output_name"))
-    target = convert(file, os.path.join(inspection.embeddings_dir(), f"{name}.safetensors"), bool(body.get("overwrite")))
+    target = convert(
+        file, os.path.join(inspection.embeddings_dir(), f"{name}.safetensors"), bool(body.get("overwrite"))
+    )
     inspection.after_convert()
     return {"path": target, "name": name, "format": file.format, "vectors": next(iter(file.vectors.values())).shape[0]}
 
 
-def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
-                  host_interrupt: Callable[[], None], dependencies: list | None = None,
-                  grid: Callable[[GridRequest], GridResult] | None = None,
-                  grid_defaults: Callable[[], dict[str, Any]] = dict, inspection: Any = None,
-                  queue: BatchQueue | None = None) -> APIRouter:
+def create_router(
+    manager: JobManager,
+    host: Host,
+    adapter_factory: Callable[[], ModelAdapter],
+    host_interrupt: Callable[[], None],
+    dependencies: list | None = None,
+    grid: Callable[[GridRequest], GridResult] | None = None,
+    grid_defaults: Callable[[], dict[str, Any]] = dict,
+    inspection: Any = None,
+    queue: BatchQueue | None = None,
+) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["TI Trainer"], dependencies=dependencies or [])
 
     @router.post("/inspect", responses={422: {"description": "Unreadable or unknown embedding"}})
@@ -177,8 +197,11 @@ def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[],
     def version() -> dict[str, str]:
         return {"version": __version__}
 
-    @router.post("/train", response_model=TrainResponse, responses={409: {"description": "A job is already running"},
-                                                                     422: {"description": "Invalid settings"}})
+    @router.post(
+        "/train",
+        response_model=TrainResponse,
+        responses={409: {"description": "A job is already running"}, 422: {"description": "Invalid settings"}},
+    )
     def start_training(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> TrainResponse:
         """Validate the kohya-style config, then train in the background on the loaded model."""
         try:
@@ -201,8 +224,12 @@ def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[],
             parsed = parse_config(config)
         except UserError as e:
             raise HTTPException(status_code=422, detail=error_detail(e)) from None
-        return {"config": parsed.config.to_dict(), "messages": parsed.messages(),
-                "unknown_keys": parsed.unknown_keys, "ignored_keys": parsed.ignored_keys}
+        return {
+            "config": parsed.config.to_dict(),
+            "messages": parsed.messages(),
+            "unknown_keys": parsed.unknown_keys,
+            "ignored_keys": parsed.ignored_keys,
+        }
 
     @router.get("/jobs", response_model=list[JobResponse])
     def list_jobs() -> list[dict[str, Any]]:
@@ -229,7 +256,9 @@ def create_router(manager: JobManager, host: Host, adapter_factory: Callable[[],
         losses = job.losses if job is not None else []
         return Response(loss_svg(losses), media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
-    @router.post("/jobs/{job_id}/interrupt", response_model=JobResponse, responses={404: {"description": "Unknown job"}})
+    @router.post(
+        "/jobs/{job_id}/interrupt", response_model=JobResponse, responses={404: {"description": "Unknown job"}}
+    )
     def interrupt_job(job_id: str) -> dict[str, Any]:
         """Stop after the current step; the embedding is saved as it is and stays loadable."""
         job = manager.get(job_id)
@@ -253,8 +282,9 @@ def basic_auth(credentials: str):
     def check(given: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
         expected = users.get(given.username)
         if expected is None or not compare_digest(given.password, expected):
-            raise HTTPException(status_code=401, detail="Incorrect username or password",
-                                headers={"WWW-Authenticate": "Basic"})
+            raise HTTPException(
+                status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
+            )
         return True
 
     return Depends(check)

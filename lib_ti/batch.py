@@ -69,8 +69,13 @@ def folder_configs(parent: str, base: dict[str, Any]) -> list[tuple[str, dict[st
 class BatchQueue:
     """Entries run in order in one background thread, each as a normal training job of the JobManager."""
 
-    def __init__(self, manager: JobManager, run_job: Callable[[Job, Any], None],
-                 run_grid: Callable[[Entry], list[str]] | None = None, poll: float = 1.0):
+    def __init__(
+        self,
+        manager: JobManager,
+        run_job: Callable[[Job, Any], None],
+        run_grid: Callable[[Entry], list[str]] | None = None,
+        poll: float = 1.0,
+    ):
         self.manager, self.run_job, self.run_grid, self.poll = manager, run_job, run_grid, poll
         self.entries: list[Entry] = []
         self._lock = threading.Lock()

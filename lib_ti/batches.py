@@ -25,7 +25,7 @@ class LatentCache:
         with torch.no_grad():
             for indices in buckets.values():
                 for start in range(0, len(indices), max(1, chunk)):
-                    part = indices[start:start + max(1, chunk)]
+                    part = indices[start : start + max(1, chunk)]
                     pixels = torch.stack([dataset.items[i].pixels for i in part])
                     variants = [pixels, pixels.flip(-1)] if flip else [pixels]
                     for variant in variants:
@@ -49,7 +49,7 @@ class BatchSampler:
             self.rng.shuffle(order)
             while len(order) % self.batch_size:
                 order.append(self.rng.choice(indices))
-            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            batches += [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         self.rng.shuffle(batches)
         return batches
 

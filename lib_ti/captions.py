@@ -111,7 +111,8 @@ def check_templates(lines: list[str], where: str) -> list[str]:
     return problems
 
 
-def make_plan(token: str, source: str, template_set: str, custom: list[str],
-              stages: list[tuple[int, list[str]]]) -> CaptionPlan:
+def make_plan(
+    token: str, source: str, template_set: str, custom: list[str], stages: list[tuple[int, list[str]]]
+) -> CaptionPlan:
     templates = list(custom) if template_set == "custom" else list(BUILTIN_TEMPLATES[template_set])
     return CaptionPlan(token=token, source=source, templates=templates, stages=sorted(stages))

@@ -312,7 +312,9 @@ def parse_config(data: dict[str, Any]) -> ParsedConfig:
     config = TrainConfig(**values, stages=stages)
     if warmup_percent and "lr_warmup_steps" not in values:
         config.lr_warmup_steps = int(round(config.max_train_steps * warmup_percent / 100))
-        notes.append(f"lr_warmup {warmup_percent:g}% of {config.max_train_steps} steps = {config.lr_warmup_steps} steps.")
+        notes.append(
+            f"lr_warmup {warmup_percent:g}% of {config.max_train_steps} steps = {config.lr_warmup_steps} steps."
+        )
     if config.optimizer.lower() in ("adamw8bit", "adamw_8bit"):
         config.optimizer, config.use_8bit_adam = "AdamW", True
     validate(config)
@@ -323,7 +325,7 @@ def _parse_stages(raw: Any, problems: list[str]) -> list[Stage]:
     if not raw:
         return []
     if not isinstance(raw, list):
-        problems.append("stages: expected a list of {\"step\": N, \"templates\": [...]}")
+        problems.append('stages: expected a list of {"step": N, "templates": [...]}')
         return []
     stages = []
     for i, item in enumerate(raw):
@@ -331,7 +333,7 @@ def _parse_stages(raw: Any, problems: list[str]) -> list[Stage]:
             stages.append(item)
             continue
         if not isinstance(item, dict) or "step" not in item or "templates" not in item:
-            problems.append(f"stages[{i}]: expected {{\"step\": N, \"templates\": [...]}}, got {item!r}")
+            problems.append(f'stages[{i}]: expected {{"step": N, "templates": [...]}}, got {item!r}')
             continue
         stages.append(Stage(_as_int(f"stages[{i}].step", item["step"], problems), _as_lines(item["templates"])))
     return sorted(stages, key=lambda s: s.step)
@@ -345,8 +347,10 @@ def validate_token(token: str) -> str | None:
         return f"token_string {token!r} contains spaces: the WebUI finds embeddings by a single word"
     if not TOKEN_PATTERN.match(token):
         bad = sorted({ch for ch in token if not re.match(r"[\w.\-]", ch)})
-        return (f"token_string {token!r} contains {' '.join(bad)}, which the prompt parser treats specially; "
-                "use letters, digits, '_', '-' or '.'")
+        return (
+            f"token_string {token!r} contains {' '.join(bad)}, which the prompt parser treats specially; "
+            "use letters, digits, '_', '-' or '.'"
+        )
     if len(token) > 64:
         return "token_string is longer than 64 characters"
     return None
@@ -371,15 +375,25 @@ def validate(config: TrainConfig) -> None:
     for key in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "sample_steps"):
         if getattr(config, key) <= 0:
             problems.append(f"{key}: must be positive, got {getattr(config, key)}")
-    for key in ("save_every_n_steps", "sample_every_n_steps", "lr_warmup_steps", "resolution",
-                "early_stopping_patience"):
+    for key in (
+        "save_every_n_steps",
+        "sample_every_n_steps",
+        "lr_warmup_steps",
+        "resolution",
+        "early_stopping_patience",
+    ):
         if getattr(config, key) < 0:
             problems.append(f"{key}: must be 0 (off) or positive, got {getattr(config, key)}")
     if config.resolution and config.resolution % 8:
         problems.append(f"resolution: must be a multiple of 8, got {config.resolution}")
-    for key, allowed in (("mixed_precision", MIXED_PRECISION), ("caption_source", CAPTION_SOURCES),
-                         ("template_set", TEMPLATE_SETS), ("lr_scheduler", LR_SCHEDULERS),
-                         ("optimizer", OPTIMIZERS), ("save_model_as", SAVE_FORMATS)):
+    for key, allowed in (
+        ("mixed_precision", MIXED_PRECISION),
+        ("caption_source", CAPTION_SOURCES),
+        ("template_set", TEMPLATE_SETS),
+        ("lr_scheduler", LR_SCHEDULERS),
+        ("optimizer", OPTIMIZERS),
+        ("save_model_as", SAVE_FORMATS),
+    ):
         if getattr(config, key) not in allowed:
             problems.append(f"{key}: must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
     if config.template_set == "custom" and config.caption_source != "captions" and not config.templates:

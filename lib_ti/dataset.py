@@ -111,8 +111,7 @@ def list_images(folder: str) -> list[str]:
     return [os.path.join(folder, n) for n in names]
 
 
-def load_dataset(folder: str, resolution: int, caption_extension: str = ".txt",
-                 use_buckets: bool = False) -> Dataset:
+def load_dataset(folder: str, resolution: int, caption_extension: str = ".txt", use_buckets: bool = False) -> Dataset:
     """Read every image once; unreadable ones are skipped and listed, and training goes on if any are left."""
     items: list[ImageItem] = []
     skipped: list[tuple[str, str]] = []

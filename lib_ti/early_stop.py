@@ -17,7 +17,7 @@ class EarlyStop:
 
     @property
     def smoothed(self) -> float:
-        return self.average / (1 - self.beta ** self.count) if self.count else float("nan")
+        return self.average / (1 - self.beta**self.count) if self.count else float("nan")
 
     def update(self, step: int, loss: float) -> str | None:
         """Feed one step's loss; returns the reason to stop, or None to go on."""
@@ -30,7 +30,9 @@ class EarlyStop:
             self.best, self.best_step = value, step
             return None
         if step - self.best_step >= self.patience:
-            return (f"Early stop at step {step}: the smoothed loss ({value:.4f}) has not improved by more than "
-                    f"{self.min_delta:.1%} for {self.patience} steps; its best was {self.best:.4f} at step "
-                    f"{self.best_step}.")
+            return (
+                f"Early stop at step {step}: the smoothed loss ({value:.4f}) has not improved by more than "
+                f"{self.min_delta:.1%} for {self.patience} steps; its best was {self.best:.4f} at step "
+                f"{self.best_step}."
+            )
         return None

@@ -63,8 +63,9 @@ def embedding_tensors(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return tensors
 
 
-def save_embedding(path: str, vectors: dict[str, torch.Tensor], name: str, step: int,
-                   metadata: dict[str, str] | None = None) -> None:
+def save_embedding(
+    path: str, vectors: dict[str, torch.Tensor], name: str, step: int, metadata: dict[str, str] | None = None
+) -> None:
     """Save in the format the extension of ``path`` names; the WebUI loads either as is."""
     tensors = embedding_tensors(vectors)
     if path.endswith(".safetensors"):
@@ -103,7 +104,9 @@ def _safe_torch_load(path: str) -> Any:
     try:
         data = weights_only_load(path)
     except Exception as e:
-        raise UserError(f"{os.path.basename(path)} cannot be read safely as an embedding ({type(e).__name__}).") from None
+        raise UserError(
+            f"{os.path.basename(path)} cannot be read safely as an embedding ({type(e).__name__})."
+        ) from None
     if data is None:
         raise UserError(f"{os.path.basename(path)} could not be read.")
     return data

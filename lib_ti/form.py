@@ -6,8 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lib_ti.config import (CAPTION_SOURCES, LR_SCHEDULERS, MIXED_PRECISION, SAVE_FORMATS, TEMPLATE_SETS, Stage,
-                           TrainConfig)
+from lib_ti.config import (
+    CAPTION_SOURCES,
+    LR_SCHEDULERS,
+    MIXED_PRECISION,
+    SAVE_FORMATS,
+    TEMPLATE_SETS,
+    Stage,
+    TrainConfig,
+)
 from lib_ti.errors import ConfigError
 
 
@@ -23,12 +30,21 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("token_string", "Token", "text", info="The word you will type in prompts, e.g. mystyle"),
-    Field("init_word", "Initialization text", "text", info="Words close to the concept; their embeddings are the start"),
-    Field("num_vectors_per_token", "Vectors per token", "slider", info="1-75; more vectors learn more, and use more of the prompt"),
+    Field(
+        "init_word", "Initialization text", "text", info="Words close to the concept; their embeddings are the start"
+    ),
+    Field(
+        "num_vectors_per_token",
+        "Vectors per token",
+        "slider",
+        info="1-75; more vectors learn more, and use more of the prompt",
+    ),
     Field("train_data_dir", "Dataset directory", "text", info="Images with optional same-name .txt captions"),
     Field("output_name", "File name", "text", info="Empty: the token. This is the name you type in the WebUI"),
     Field("overwrite", "Overwrite an existing embedding of that name", "bool"),
-    Field("weights", "Continue from embedding file", "text", info="Resume: path to an earlier embedding (and its step)"),
+    Field(
+        "weights", "Continue from embedding file", "text", info="Resume: path to an earlier embedding (and its step)"
+    ),
     Field("learning_rate", "Learning rate", "text", group="Training", info="5e-3, or a schedule: 0.005:100, 1e-3:1000"),
     Field("lr_scheduler", "LR scheduler", "choice", LR_SCHEDULERS, group="Training"),
     Field("lr_warmup_steps", "Warmup steps", "int", group="Training"),
@@ -46,21 +62,41 @@ FIELDS: tuple[Field, ...] = (
     Field("gradient_checkpointing", "Gradient checkpointing (less memory, slower)", "bool", group="Training"),
     Field("use_8bit_adam", "8-bit AdamW (bitsandbytes, CUDA)", "bool", group="Training"),
     Field("noise_offset", "Noise offset", "float", group="Training"),
-    Field("early_stopping_patience", "Early stop after N steps without improvement (0 = off)", "int",
-          group="Training", info="Compares the smoothed loss; the log says at which step and why"),
+    Field(
+        "early_stopping_patience",
+        "Early stop after N steps without improvement (0 = off)",
+        "int",
+        group="Training",
+        info="Compares the smoothed loss; the log says at which step and why",
+    ),
     Field("early_stopping_min_delta", "Early stop: least relative improvement", "float", group="Training"),
     Field("offload_vae", "Low memory: move the VAE off the GPU while training", "bool", group="Training"),
     Field("save_model_as", "File format", "choice", SAVE_FORMATS, group="Training"),
     Field("output_dir", "Run folder (empty = the setting's folder / name)", "text", group="Training"),
-    Field("model_name_or_path", "Model name (informational)", "text", group="Training",
-          info="Training always uses the model loaded in the WebUI"),
+    Field(
+        "model_name_or_path",
+        "Model name (informational)",
+        "text",
+        group="Training",
+        info="Training always uses the model loaded in the WebUI",
+    ),
     Field("caption_source", "Captions from", "choice", CAPTION_SOURCES, group="Captions"),
     Field("template_set", "Templates", "choice", TEMPLATE_SETS, group="Captions"),
-    Field("templates", "Custom templates, one per line", "lines", group="Captions",
-          info="[name] = the token, [filewords] = the image's caption"),
+    Field(
+        "templates",
+        "Custom templates, one per line",
+        "lines",
+        group="Captions",
+        info="[name] = the token, [filewords] = the image's caption",
+    ),
     Field("caption_extension", "Caption file extension", "text", group="Captions"),
-    Field("stages", "Progressive stages: STEP: template | template", "stages", group="Captions",
-          info="e.g. 300: [name] painting | [name] art"),
+    Field(
+        "stages",
+        "Progressive stages: STEP: template | template",
+        "stages",
+        group="Captions",
+        info="e.g. 300: [name] painting | [name] art",
+    ),
     Field("sample_every_n_steps", "Preview every N steps (0 = off)", "int", group="Previews"),
     Field("sample_prompts", "Preview prompts, one per line ([name] = the token)", "lines", group="Previews"),
     Field("sample_seed", "Preview seed", "int", group="Previews"),
@@ -82,7 +118,9 @@ def stages_from_text(text: str) -> list[dict[str, Any]]:
         match = re.match(r"^\s*(\d+)\s*:\s*(.+)$", line)
         if not match:
             raise ConfigError([f"stages line {number}: write it as 'STEP: template | template', got {line!r}"])
-        stages.append({"step": int(match.group(1)), "templates": [t.strip() for t in match.group(2).split("|") if t.strip()]})
+        stages.append(
+            {"step": int(match.group(1)), "templates": [t.strip() for t in match.group(2).split("|") if t.strip()]}
+        )
     return stages
 
 

@@ -45,8 +45,10 @@ def _tensor_dict(path: str) -> tuple[dict, dict[str, str]]:
         try:
             data = weights_only_load(path)
         except Exception as e:
-            raise UserError(f"{os.path.basename(path)} cannot be read safely (it may hold code, which is never run): "
-                            f"{type(e).__name__}.") from None
+            raise UserError(
+                f"{os.path.basename(path)} cannot be read safely (it may hold code, which is never run): "
+                f"{type(e).__name__}."
+            ) from None
         if not isinstance(data, dict):
             raise UserError(f"{os.path.basename(path)} holds a {type(data).__name__}, not an embedding.")
         return data, {}
@@ -60,8 +62,10 @@ def _png_data(path: str) -> dict:
         text = getattr(im, "text", {}) or im.info
         payload = text.get("sd-ti-embedding")
     if not payload:
-        raise UserError(f"{os.path.basename(path)} has no 'sd-ti-embedding' text chunk. Embeddings hidden in an "
-                        "image's pixels are not supported; load that one in the WebUI and save it again.")
+        raise UserError(
+            f"{os.path.basename(path)} has no 'sd-ti-embedding' text chunk. Embeddings hidden in an "
+            "image's pixels are not supported; load that one in the WebUI and save it again."
+        )
 
     def decode(obj):
         if "TORCHTENSOR" in obj:
@@ -98,28 +102,47 @@ def read_embedding(path: str, second: str | None = None) -> EmbeddingFile:
         if len(params) != 1:
             raise UserError(f"{label} holds {len(params)} embeddings; the WebUI loads files with exactly one.")
         fmt = "A1111 PNG" if label.lower().endswith((".png", ".webp")) else "A1111 .pt"
-        meta = {k: str(v) for k, v in data.items() if k in ("name", "step", "sd_checkpoint", "sd_checkpoint_name") and v}
-        return EmbeddingFile(path, fmt, {"clip_l": _as_matrix(next(iter(params.values())))}, {**meta, **metadata},
-                             str(data.get("name") or stem))
+        meta = {
+            k: str(v) for k, v in data.items() if k in ("name", "step", "sd_checkpoint", "sd_checkpoint_name") and v
+        }
+        return EmbeddingFile(
+            path,
+            fmt,
+            {"clip_l": _as_matrix(next(iter(params.values())))},
+            {**meta, **metadata},
+            str(data.get("name") or stem),
+        )
     if "clip_l" in data and "clip_g" in data:
         extra = sorted(set(data) - {"clip_l", "clip_g"})
         if extra and all(isinstance(data[k], torch.Tensor) for k in extra):
             raise UserError(f"{label} holds extra tensors ({', '.join(extra)}); the WebUI would reject it.")
-        return EmbeddingFile(path, "SDXL (kohya / OneTrainer / A1111)",
-                             {"clip_l": _as_matrix(data["clip_l"]), "clip_g": _as_matrix(data["clip_g"])}, metadata, stem)
+        return EmbeddingFile(
+            path,
+            "SDXL (kohya / OneTrainer / A1111)",
+            {"clip_l": _as_matrix(data["clip_l"]), "clip_g": _as_matrix(data["clip_g"])},
+            metadata,
+            stem,
+        )
     for key, fmt in (("emb_params", "kohya / A1111 .safetensors"), ("emp_params", "OneTrainer")):
         if key in data:
             return EmbeddingFile(path, fmt, {"clip_l": _as_matrix(data[key])}, metadata, stem)
-    return EmbeddingFile(path, "diffusers", {"clip_l": _single(data, label)}, metadata,
-                         next(iter(data)).strip("<>") if len(data) == 1 else stem)
+    return EmbeddingFile(
+        path,
+        "diffusers",
+        {"clip_l": _single(data, label)},
+        metadata,
+        next(iter(data)).strip("<>") if len(data) == 1 else stem,
+    )
 
 
 def _single(data: dict, label: str) -> torch.Tensor:
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     if len(tensors) != 1:
         keys = ", ".join(map(str, list(data)[:8]))
-        raise UserError(f"{label} is not an embedding the WebUI can load: it holds {len(tensors)} tensors "
-                        f"(keys: {keys}); an embedding file holds one (or clip_l and clip_g for SDXL).")
+        raise UserError(
+            f"{label} is not an embedding the WebUI can load: it holds {len(tensors)} tensors "
+            f"(keys: {keys}); an embedding file holds one (or clip_l and clip_g for SDXL)."
+        )
     return _as_matrix(next(iter(tensors.values())))
 
 
@@ -127,7 +150,11 @@ def convert(source: EmbeddingFile, target: str, overwrite: bool = False) -> str:
     """Write ``source`` as the WebUI's .safetensors, keeping its metadata; refuses to overwrite unless asked."""
     if os.path.exists(target) and not overwrite:
         raise UserError(f"{target!r} already exists. Tick 'overwrite' or choose another name.")
-    metadata = {**source.metadata, "ti_converted_from": os.path.basename(source.path), "ti_source_format": source.format}
+    metadata = {
+        **source.metadata,
+        "ti_converted_from": os.path.basename(source.path),
+        "ti_source_format": source.format,
+    }
     name = os.path.splitext(os.path.basename(target))[0]
     step = int(source.metadata.get("step", 0)) if str(source.metadata.get("step", "")).isdigit() else 0
     save_embedding(target, source.vectors, name, step, {k: v for k, v in metadata.items() if k not in ("name", "step")})

@@ -105,15 +105,27 @@ def check_prompts(prompts: list[str]) -> tuple[list[str], list[str]]:
     return out, notes
 
 
-def plan_grid(name: str, strengths: list[float], prompts: list[str], checkpoints: list[Checkpoint], mode: str,
-              baseline: bool, x: str, y: str, z: str, max_images: int) -> GridPlan:
+def plan_grid(
+    name: str,
+    strengths: list[float],
+    prompts: list[str],
+    checkpoints: list[Checkpoint],
+    mode: str,
+    baseline: bool,
+    x: str,
+    y: str,
+    z: str,
+    max_images: int,
+) -> GridPlan:
     """Every cell with its X, Y, Z position; refuses a grid larger than max_images with the count."""
     if mode not in MODES:
         raise UserError(f"Strength mode must be one of {', '.join(MODES)}; got {mode!r}")
     axes = {"x": x, "y": y, "z": z}
     if sorted(axes.values()) != sorted(AXES):
-        raise UserError("Layout: put each of strength, prompt and checkpoint on exactly one of X, Y and Z "
-                        f"(got X={x}, Y={y}, Z={z}).")
+        raise UserError(
+            "Layout: put each of strength, prompt and checkpoint on exactly one of X, Y and Z "
+            f"(got X={x}, Y={y}, Z={z})."
+        )
     prompts, notes = check_prompts(prompts)
     values = {
         "strength": ([None] if baseline else []) + list(strengths),
@@ -122,17 +134,28 @@ def plan_grid(name: str, strengths: list[float], prompts: list[str], checkpoints
     }
     count = len(values["strength"]) * len(values["prompt"]) * len(values["checkpoint"])
     if count > max_images:
-        raise UserError(f"This grid would take {count} images ({len(values['strength'])} strengths × "
-                        f"{len(values['prompt'])} prompts × {len(values['checkpoint'])} checkpoints), more than the "
-                        f"limit of {max_images}. Use fewer values, or raise the limit (max_images) to go ahead.")
+        raise UserError(
+            f"This grid would take {count} images ({len(values['strength'])} strengths × "
+            f"{len(values['prompt'])} prompts × {len(values['checkpoint'])} checkpoints), more than the "
+            f"limit of {max_images}. Use fewer values, or raise the limit (max_images) to go ahead."
+        )
     labels = {axis: [_label(kind, v, name) for v in values[kind]] for axis, kind in axes.items()}
     cells = []
     for zi, yi, xi in itertools.product(*(range(len(values[axes[a]])) for a in ("z", "y", "x"))):
         pick = {axes["x"]: xi, axes["y"]: yi, axes["z"]: zi}
         strength = values["strength"][pick["strength"]]
         template = values["prompt"][pick["prompt"]]
-        cells.append(Cell(xi, yi, zi, strength, template, values["checkpoint"][pick["checkpoint"]],
-                          build_prompt(template, name, strength, mode)))
+        cells.append(
+            Cell(
+                xi,
+                yi,
+                zi,
+                strength,
+                template,
+                values["checkpoint"][pick["checkpoint"]],
+                build_prompt(template, name, strength, mode),
+            )
+        )
     return GridPlan(cells, axes, labels, notes)
 
 
@@ -144,8 +167,9 @@ def _label(kind: str, value, name: str) -> str:
     return value.replace(PLACEHOLDER, name)
 
 
-def pick_checkpoints(available: list[tuple[int, str]], wanted: str, final_step: int | None = None,
-                     max_default: int = 6) -> list[Checkpoint]:
+def pick_checkpoints(
+    available: list[tuple[int, str]], wanted: str, final_step: int | None = None, max_default: int = 6
+) -> list[Checkpoint]:
     """'all', '' (every k-th when there are many), 'none', or steps like '100, 300'; the loaded embedding last.
 
     The checkpoint at the embedding's own step is the embedding itself, so 'all' and '' leave it out.

@@ -57,8 +57,13 @@ def geometry(col_labels: list[str], row_labels: list[str], cell: tuple[int, int]
     return GridGeometry(len(col_labels), len(row_labels), width, height, left, top)
 
 
-def draw_grid(cells: list[list[Image.Image | None]], col_labels: list[str], row_labels: list[str],
-              title: str = "", font_path: str | None = None) -> tuple[Image.Image, GridGeometry]:
+def draw_grid(
+    cells: list[list[Image.Image | None]],
+    col_labels: list[str],
+    row_labels: list[str],
+    title: str = "",
+    font_path: str | None = None,
+) -> tuple[Image.Image, GridGeometry]:
     """cells[row][column]; a missing cell (interrupted) stays blank. Returns the picture and its geometry."""
     first = next(im for row in cells for im in row if im is not None)
     font = load_font(max(14, first.width // 20), font_path)
@@ -74,8 +79,13 @@ def draw_grid(cells: list[list[Image.Image | None]], col_labels: list[str], row_
         lines = _wrap(label, font, geo.cell_width - PAD)
         ly = geo.margin_top - PAD - _text_height(lines, font)
         for line in lines:
-            draw.text((geo.margin_left + c * geo.cell_width + geo.cell_width // 2, ly), line, fill="black", font=font,
-                      anchor="ma")
+            draw.text(
+                (geo.margin_left + c * geo.cell_width + geo.cell_width // 2, ly),
+                line,
+                fill="black",
+                font=font,
+                anchor="ma",
+            )
             ly += _text_height([line], font)
     for r, label in enumerate(row_labels):
         lines = _wrap(label, font, geo.margin_left - 2 * PAD)
@@ -86,8 +96,10 @@ def draw_grid(cells: list[list[Image.Image | None]], col_labels: list[str], row_
     for r, row in enumerate(cells):
         for c, image in enumerate(row):
             if image is not None:
-                grid.paste(image.convert("RGB").resize((geo.cell_width, geo.cell_height)),
-                           (geo.margin_left + c * geo.cell_width, geo.margin_top + r * geo.cell_height))
+                grid.paste(
+                    image.convert("RGB").resize((geo.cell_width, geo.cell_height)),
+                    (geo.margin_left + c * geo.cell_width, geo.margin_top + r * geo.cell_height),
+                )
     return grid, geo
 
 

@@ -17,8 +17,17 @@ from PIL import Image
 from lib_ti.dataset import list_images, open_image
 from lib_ti.errors import UserError
 from lib_ti.files import load_embedding
-from lib_ti.grid import (DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODES, Cell, GridPlan, format_strength, parse_strengths,
-                         pick_checkpoints, plan_grid)
+from lib_ti.grid import (
+    DEFAULT_PROMPTS,
+    DEFAULT_STRENGTHS,
+    MODES,
+    Cell,
+    GridPlan,
+    format_strength,
+    parse_strengths,
+    pick_checkpoints,
+    plan_grid,
+)
 from lib_ti.grid_image import GridGeometry, draw_grid
 from lib_ti.paths import list_checkpoints
 from lib_ti.quality import advice, score_cells
@@ -112,8 +121,18 @@ def plan_for(request: GridRequest, loaded: LoadedEmbedding) -> GridPlan:
     strengths = parse_strengths(request.strengths)
     available = list_checkpoints(loaded.run_dir, loaded.name) if loaded.run_dir else []
     checkpoints = pick_checkpoints(available, request.checkpoints, loaded.step)
-    return plan_grid(loaded.name, strengths, list(request.prompts), checkpoints, request.mode, request.baseline,
-                     request.x, request.y, request.z, int(request.max_images))
+    return plan_grid(
+        loaded.name,
+        strengths,
+        list(request.prompts),
+        checkpoints,
+        request.mode,
+        request.baseline,
+        request.x,
+        request.y,
+        request.z,
+        int(request.max_images),
+    )
 
 
 def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
@@ -121,8 +140,14 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
     loaded = backend.embedding(request.embedding)
     plan = plan_for(request, loaded)
     seed = request.seed if request.seed >= 0 else random.randrange(2**32)
-    gen = {"negative_prompt": request.negative_prompt, "steps": int(request.steps), "cfg_scale": request.cfg_scale,
-           "width": int(request.width), "height": int(request.height), "seed": seed}
+    gen = {
+        "negative_prompt": request.negative_prompt,
+        "steps": int(request.steps),
+        "cfg_scale": request.cfg_scale,
+        "width": int(request.width),
+        "height": int(request.height),
+        "seed": seed,
+    }
     if request.sampler_name:
         gen["sampler_name"] = request.sampler_name
     vectors_cache: dict[str | None, tuple[dict[str, torch.Tensor], str]] = {None: (loaded.vectors, loaded.shorthash)}
@@ -152,15 +177,18 @@ def _add_scores(result: GridResult, images: list[Image.Image], loaded: LoadedEmb
     except UserError:
         training = []
     if not training:
-        result.notes.append("No quality scores: the training images of this embedding were not found "
-                            f"({loaded.train_data_dir or 'no folder recorded in the file'}).")
+        result.notes.append(
+            "No quality scores: the training images of this embedding were not found "
+            f"({loaded.train_data_dir or 'no folder recorded in the file'})."
+        )
         return
     score_cells(result.cells, images, training, scorer, loaded.name)
     result.notes.extend(advice([], result.cells))
 
 
-def _render_cell(cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict,
-                 cache: dict) -> tuple[Image.Image, str, str]:
+def _render_cell(
+    cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict, cache: dict
+) -> tuple[Image.Image, str, str]:
     if cell.strength is None:  # without the embedding the checkpoint does not matter: one image per prompt
         key = ("baseline", cell.prompt)
         if key not in cache:
@@ -182,8 +210,9 @@ def _render_cell(cell: Cell, request: GridRequest, loaded: LoadedEmbedding, back
         return backend.render(cell.prompt, gen, extra)
 
 
-def _assemble(plan: GridPlan, rendered: dict, request: GridRequest, backend: GridBackend, seed: int,
-              interrupted: bool) -> GridResult:
+def _assemble(
+    plan: GridPlan, rendered: dict, request: GridRequest, backend: GridBackend, seed: int, interrupted: bool
+) -> GridResult:
     columns, rows, layers = plan.shape
     images, paths, geometry = [], [], None
     for z in range(layers):
@@ -194,11 +223,24 @@ def _assemble(plan: GridPlan, rendered: dict, request: GridRequest, backend: Gri
         grid, geometry = draw_grid(matrix, plan.labels["x"], plan.labels["y"], title, backend.font_path())
         images.append(grid)
         if request.save:
-            info = (f"TI Trainer grid: {request.embedding}, X={plan.axes['x']}, Y={plan.axes['y']}, "
-                    f"Z={plan.axes['z']}, mode={request.mode}, seed={seed}")
+            info = (
+                f"TI Trainer grid: {request.embedding}, X={plan.axes['x']}, Y={plan.axes['y']}, "
+                f"Z={plan.axes['z']}, mode={request.mode}, seed={seed}"
+            )
             paths.append(backend.save_grid(grid, seed, title, info))
-    cells = [{"x": c.x, "y": c.y, "z": c.z, "strength": format_strength(c.strength), "prompt": c.prompt,
-              "checkpoint": c.checkpoint.label, "infotext": rendered[c][1], "path": rendered[c][2]}
-             for c in plan.cells if c in rendered]
+    cells = [
+        {
+            "x": c.x,
+            "y": c.y,
+            "z": c.z,
+            "strength": format_strength(c.strength),
+            "prompt": c.prompt,
+            "checkpoint": c.checkpoint.label,
+            "infotext": rendered[c][1],
+            "path": rendered[c][2],
+        }
+        for c in plan.cells
+        if c in rendered
+    ]
     notes = list(plan.notes) + (["Interrupted: the grid shows the cells done so far."] if interrupted else [])
     return GridResult(images, paths, cells, geometry, seed, notes, interrupted)

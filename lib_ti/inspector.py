@@ -41,20 +41,30 @@ def _nearest(vectors: torch.Tensor, table: torch.Tensor, spell: Callable[[int], 
 
 def inspect(file: EmbeddingFile, reference: Reference | None = None, top_k: int = 3) -> dict[str, Any]:
     """A report as plain data (the tab renders it, the API returns it)."""
-    report: dict[str, Any] = {"path": file.path, "format": file.format, "name": file.name,
-                              "family": guess_family(file.vectors), "metadata": file.metadata, "encoders": {},
-                              "warnings": []}
+    report: dict[str, Any] = {
+        "path": file.path,
+        "format": file.format,
+        "name": file.name,
+        "family": guess_family(file.vectors),
+        "metadata": file.metadata,
+        "encoders": {},
+        "warnings": [],
+    }
     counts = {k: v.shape[0] for k, v in file.vectors.items()}
     report["vectors"] = next(iter(counts.values()))
     if len(set(counts.values())) > 1:
         report["warnings"].append(f"The encoders hold different vector counts ({counts}); the WebUI uses clip_g's.")
-    fits = reference is not None and set(reference.tables) == set(file.vectors) and all(
-        reference.tables[k].shape[-1] == v.shape[-1] for k, v in file.vectors.items())
+    fits = (
+        reference is not None
+        and set(reference.tables) == set(file.vectors)
+        and all(reference.tables[k].shape[-1] == v.shape[-1] for k, v in file.vectors.items())
+    )
     if fits:
         report["family"] = reference.family  # the loaded model knows better than a guess from widths
     if reference is not None and not fits:
-        report["warnings"].append(f"Made for {report['family']}, but the loaded model is {reference.family}: "
-                                  "the WebUI will skip it.")
+        report["warnings"].append(
+            f"Made for {report['family']}, but the loaded model is {reference.family}: the WebUI will skip it."
+        )
     for key, vectors in file.vectors.items():
         info: dict[str, Any] = {"width": vectors.shape[-1], "norms": [round(float(n), 4) for n in vectors.norm(dim=-1)]}
         if not torch.isfinite(vectors).all():
@@ -68,7 +78,9 @@ def inspect(file: EmbeddingFile, reference: Reference | None = None, top_k: int 
             if high:
                 report["warnings"].append(
                     f"{key}: vector(s) {', '.join(map(str, high))} are over {HIGH_NORM:g}× as long as the model's "
-                    "ordinary tokens, a common sign of overtraining: try an earlier checkpoint or a lower learning rate.")
+                    "ordinary tokens, a common sign of overtraining: try an earlier checkpoint or a lower "
+                    "learning rate."
+                )
         report["encoders"][key] = info
     return report
 

@@ -77,7 +77,9 @@ def preflight(parsed: ParsedConfig, adapter: ModelAdapter, host: Host) -> list[s
     if not config.weights:  # an init word that tokenises to nothing is refused now, not after the dataset loads
         init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     if config.output_name and config.output_name != config.token_string:
-        notes.append(f"The file is named {config.output_name!r}: in the WebUI you type '{config.output_name}' in prompts.")
+        notes.append(
+            f"The file is named {config.output_name!r}: in the WebUI you type '{config.output_name}' in prompts."
+        )
     return notes
 
 
@@ -97,8 +99,10 @@ class JobManager:
         with self._lock:
             for job in self.jobs.values():
                 if job.state in ACTIVE:
-                    raise Busy(f"A training job ({job.id}, '{job.config.get('token_string')}') is already {job.state}; "
-                               "wait for it to finish or interrupt it.")
+                    raise Busy(
+                        f"A training job ({job.id}, '{job.config.get('token_string')}') is already {job.state}; "
+                        "wait for it to finish or interrupt it."
+                    )
             job = Job(id=uuid.uuid4().hex[:12], config=config.to_dict(), max_steps=config.max_train_steps)
             self.jobs[job.id] = job
             return job
@@ -111,8 +115,14 @@ class JobManager:
         if job.state == "running":
             host_interrupt()
 
-    def run(self, job: Job, config: TrainConfig, adapter_factory: Callable[[], ModelAdapter], host: Host,
-            lock: ContextManager[None] | None = None) -> Job:
+    def run(
+        self,
+        job: Job,
+        config: TrainConfig,
+        adapter_factory: Callable[[], ModelAdapter],
+        host: Host,
+        lock: ContextManager[None] | None = None,
+    ) -> Job:
         """Run the job to its end in this thread; every failure becomes the job's state and message."""
         with lock if lock is not None else host.gpu_lock():
             if job.interrupt_requested:
@@ -121,8 +131,14 @@ class JobManager:
             job.state = "running"
             try:
                 host.begin(job)
-                result = train(config, adapter_factory(), host.embeddings_dir(), host.run_root(),
-                               _services(job, host), host.existing_names())
+                result = train(
+                    config,
+                    adapter_factory(),
+                    host.embeddings_dir(),
+                    host.run_root(),
+                    _services(job, host),
+                    host.existing_names(),
+                )
                 job.state, job.step, job.final_path = result.state, result.step, result.final_path
                 job.files = result.files
                 if result.state == "failed":
@@ -139,8 +155,9 @@ class JobManager:
 
     def start(self, job: Job, config: TrainConfig, adapter_factory: Callable[[], ModelAdapter], host: Host) -> None:
         """Run in a background thread (the API answers at once with the job id)."""
-        thread = threading.Thread(target=self.run, args=(job, config, adapter_factory, host),
-                                  name=f"ti-trainer-{job.id}", daemon=True)
+        thread = threading.Thread(
+            target=self.run, args=(job, config, adapter_factory, host), name=f"ti-trainer-{job.id}", daemon=True
+        )
         thread.start()
 
 
@@ -157,8 +174,13 @@ def _services(job: Job, host: Host) -> Services:
     def should_stop() -> bool:
         return job.interrupt_requested or host.should_stop()
 
-    return Services(progress=progress, should_stop=should_stop, message=job.messages.append, samples=samples,
-                    checkpoint=lambda path: None)
+    return Services(
+        progress=progress,
+        should_stop=should_stop,
+        message=job.messages.append,
+        samples=samples,
+        checkpoint=lambda path: None,
+    )
 
 
 @contextlib.contextmanager

@@ -79,7 +79,8 @@ def spread_init(token_rows: torch.Tensor, num_vectors: int) -> tuple[torch.Tenso
     if n_tokens < num_vectors:
         index = [i * n_tokens // num_vectors for i in range(num_vectors)]
         return token_rows[index].clone(), (
-            f"the init word's {n_tokens} token(s) were spread over {num_vectors} vectors (each token repeated)")
+            f"the init word's {n_tokens} token(s) were spread over {num_vectors} vectors (each token repeated)"
+        )
     groups = [list(range(i * n_tokens // num_vectors, (i + 1) * n_tokens // num_vectors)) for i in range(num_vectors)]
     rows = torch.stack([token_rows[g].mean(dim=0) for g in groups])
     return rows, f"the init word's {n_tokens} tokens were averaged in groups into {num_vectors} vector(s)"
@@ -91,7 +92,9 @@ def init_vectors(adapter: ModelAdapter, init_word: str, num_vectors: int) -> tup
     if not ids:
         from lib_ti.errors import UserError
 
-        raise UserError(f"init_word {init_word!r} tokenises to nothing; use a word close to your concept, e.g. 'painting'.")
+        raise UserError(
+            f"init_word {init_word!r} tokenises to nothing; use a word close to your concept, e.g. 'painting'."
+        )
     rows = adapter.token_vectors(ids)
     vectors: dict[str, torch.Tensor] = {}
     note = ""

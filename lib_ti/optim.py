@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def make_optimizer(params: list[torch.Tensor], use_8bit: bool, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
+def make_optimizer(
+    params: list[torch.Tensor], use_8bit: bool, device: torch.device
+) -> tuple[torch.optim.Optimizer, str]:
     """The optimizer and a sentence for the user when the 8-bit one could not be used (said once, here)."""
     if use_8bit:
         if device.type != "cuda":

@@ -62,7 +62,7 @@ def list_checkpoints(run_dir: str, name: str) -> list[tuple[int, str]]:
     out = []
     for path in glob.glob(os.path.join(glob.escape(run_dir), f"{glob.escape(name)}-*")):
         stem, ext = os.path.splitext(os.path.basename(path))
-        step = stem[len(name) + 1:]
+        step = stem[len(name) + 1 :]
         if ext in (".safetensors", ".pt") and step.isdigit():
             out.append((int(step), path))
     return sorted(out)
@@ -74,15 +74,21 @@ def plan_paths(config: TrainConfig, embeddings_dir: str, run_root: str, existing
     final = os.path.join(embeddings_dir, f"{name}.{config.save_model_as}")
     run_dir = config.output_dir or os.path.join(run_root, name)
     if _inside(run_dir, embeddings_dir):
-        raise UserError(f"output_dir {run_dir!r} is inside the embeddings folder; checkpoints there would appear "
-                        "in the WebUI's embedding list. Choose a folder outside it (or leave output_dir empty).")
+        raise UserError(
+            f"output_dir {run_dir!r} is inside the embeddings folder; checkpoints there would appear "
+            "in the WebUI's embedding list. Choose a folder outside it (or leave output_dir empty)."
+        )
     clashes = existing_embedding_files(embeddings_dir, name) if os.path.isdir(embeddings_dir) else []
     if (clashes or name in existing) and not config.overwrite:
         where = clashes[0] if clashes else "the WebUI's embedding list"
-        raise UserError(f"An embedding named {name!r} already exists ({where}). Tick 'overwrite' to replace it, "
-                        "or choose another output_name.")
+        raise UserError(
+            f"An embedding named {name!r} already exists ({where}). Tick 'overwrite' to replace it, "
+            "or choose another output_name."
+        )
     paths = RunPaths(name, final, run_dir)
     if not config.weights and not config.overwrite and list_checkpoints(run_dir, name):
-        raise UserError(f"{run_dir!r} already holds checkpoints of an earlier '{name}' run. Tick 'overwrite', "
-                        "continue it with 'weights', or choose another output_name or output_dir.")
+        raise UserError(
+            f"{run_dir!r} already holds checkpoints of an earlier '{name}' run. Tick 'overwrite', "
+            "continue it with 'weights', or choose another output_name or output_dir."
+        )
     return paths

@@ -10,15 +10,17 @@ def smooth(values: list[float], beta: float = 0.9) -> list[float]:
     out, avg = [], 0.0
     for i, v in enumerate(values, start=1):
         avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** i))
+        out.append(avg / (1 - beta**i))
     return out
 
 
 def loss_svg(losses: list[tuple[int, float]] | list[list[float]], width: int = 520, height: int = 180) -> str:
     points = [(int(s), float(v)) for s, v in losses if v == v and abs(v) != float("inf")]
     if len(points) < 2:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"><text x="10" y="20" ' \
-               'font-size="12" fill="#888">The loss curve appears after two steps.</text></svg>'
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"><text x="10" y="20" '
+            'font-size="12" fill="#888">The loss curve appears after two steps.</text></svg>'
+        )
     steps, values = [p[0] for p in points], [p[1] for p in points]
     smoothed = smooth(values)
     lo, hi = min(values), max(values)
@@ -41,7 +43,7 @@ def loss_svg(losses: list[tuple[int, float]] | list[list[float]], width: int = 5
         f'<text x="2" y="{height - bottom}" font-size="11" fill="#888">{lo:.3f}</text>'
         f'<text x="{left}" y="{height - 6}" font-size="11" fill="#888">step {steps[0]}</text>'
         f'<text x="{width - right}" y="{height - 6}" font-size="11" text-anchor="end" fill="#888">'
-        f'step {steps[-1]}</text>'
+        f"step {steps[-1]}</text>"
         f'<text x="{width / 2:.0f}" y="{top + 10}" font-size="11" text-anchor="middle" fill="#888">{label}</text>'
         "</svg>"
     )

@@ -53,8 +53,9 @@ def prompt_without(prompt: str, name: str) -> str:
     return re.sub(r"\s{2,}", " ", re.sub(r"^[\s,]+|[\s,]+$", "", text)) or "a picture"
 
 
-def score_cells(cells: list[dict[str, Any]], images: list[Image.Image], training: list[Image.Image],
-                scorer: ClipScorer, name: str) -> None:
+def score_cells(
+    cells: list[dict[str, Any]], images: list[Image.Image], training: list[Image.Image], scorer: ClipScorer, name: str
+) -> None:
     """Adds image_similarity and text_similarity to each cell (in place)."""
     reference = scorer.encode_images(training).mean(dim=0, keepdim=True)
     reference = _unit(reference)
@@ -92,8 +93,10 @@ def advice(warnings: list[str], cells: list[dict[str, Any]]) -> list[str]:
     base = [c["image_similarity"] for c in scored if c["strength"] == "without"]
     used = [c["image_similarity"] for c in scored if c["strength"] != "without"]
     if base and used and max(used) - max(base) < 0.02:
-        out.append("Weak effect: the cells with the embedding look no closer to the training images than those "
-                   "without it. Train more steps, raise the learning rate, or add vectors.")
+        out.append(
+            "Weak effect: the cells with the embedding look no closer to the training images than those "
+            "without it. Train more steps, raise the learning rate, or add vectors."
+        )
     best = best_checkpoint(cells)
     if best is not None and len(best[1]) > 1:
         out.append(f"Best balance of likeness and prompt-following: checkpoint {best[0]}.")

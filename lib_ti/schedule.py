@@ -40,8 +40,15 @@ def parse_lr_schedule(text: str | float, max_steps: int) -> list[tuple[float, in
 class LRSchedule:
     """The rate at each step: piecewise base rate x named scheduler factor x linear warmup."""
 
-    def __init__(self, learning_rate: str | float, max_steps: int, scheduler: str = "constant",
-                 warmup_steps: int = 0, num_cycles: int = 1, power: float = 1.0):
+    def __init__(
+        self,
+        learning_rate: str | float,
+        max_steps: int,
+        scheduler: str = "constant",
+        warmup_steps: int = 0,
+        num_cycles: int = 1,
+        power: float = 1.0,
+    ):
         self.pieces = parse_lr_schedule(learning_rate, max_steps)
         self.max_steps = max_steps
         self.scheduler = scheduler

@@ -25,8 +25,14 @@ from lib_ti.config import TrainConfig, config_to_json
 from lib_ti.dataset import load_dataset
 from lib_ti.early_stop import EarlyStop
 from lib_ti.errors import UserError
-from lib_ti.files import (atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding, save_optimizer_state,
-                          weights_only_load)
+from lib_ti.files import (
+    atomic_write_bytes,
+    load_embedding,
+    load_optimizer_state,
+    save_embedding,
+    save_optimizer_state,
+    weights_only_load,
+)
 from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
 from lib_ti.optim import make_optimizer
 from lib_ti.paths import RunPaths, plan_paths
@@ -88,15 +94,23 @@ class _Run:
         self.services.message(text)
 
 
-def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_root: str,
-          services: Services | None = None, existing_embeddings: set[str] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    adapter: ModelAdapter,
+    embeddings_dir: str,
+    run_root: str,
+    services: Services | None = None,
+    existing_embeddings: set[str] | None = None,
+) -> TrainResult:
     """Train one embedding. Raises UserError for bad input before anything is written."""
     services = services or Services()
     paths = plan_paths(config, embeddings_dir, run_root, existing_embeddings or set())
     run = _Run(config, adapter, paths, services)
     if config.model_name_or_path and not _same_model(config.model_name_or_path, adapter.model_name):
-        run.say(f"model_name_or_path names {config.model_name_or_path!r}, but training uses the loaded model "
-                f"{adapter.model_name!r}.")
+        run.say(
+            f"model_name_or_path names {config.model_name_or_path!r}, but training uses the loaded model "
+            f"{adapter.model_name!r}."
+        )
     seed = config.seed if config.seed >= 0 else random.randrange(2**31)
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -106,7 +120,9 @@ def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_r
     dataset = load_dataset(config.train_data_dir, resolution, config.caption_extension, config.enable_bucket)
     for note in dataset.notes:
         run.say(note)
-    run.say(f"{len(dataset.items)} image(s) at {resolution} px, seed {seed}, {adapter.family} model {adapter.model_name}.")
+    run.say(
+        f"{len(dataset.items)} image(s) at {resolution} px, seed {seed}, {adapter.family} model {adapter.model_name}."
+    )
     cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
 
     # start the vectors: from an earlier embedding, or from the init word
@@ -119,14 +135,21 @@ def train(config: TrainConfig, adapter: ModelAdapter, embeddings_dir: str, run_r
     leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
     run.vectors = leaves
     if config.mixed_precision != "no" and adapter.device.type != "cuda":
-        run.say(f"mixed_precision '{config.mixed_precision}' applies on CUDA only; training in full precision on "
-                f"{adapter.device.type}.")
+        run.say(
+            f"mixed_precision '{config.mixed_precision}' applies on CUDA only; training in full precision on "
+            f"{adapter.device.type}."
+        )
     run.optimizer, note = make_optimizer(list(leaves.values()), config.use_8bit_adam, adapter.device)
     if note:
         run.say(note)
     _load_optimizer(run)
-    plan = make_plan(config.token_string, config.caption_source, config.template_set, config.templates,
-                     [(s.step, s.templates) for s in config.stages])
+    plan = make_plan(
+        config.token_string,
+        config.caption_source,
+        config.template_set,
+        config.templates,
+        [(s.step, s.templates) for s in config.stages],
+    )
     sampler = BatchSampler(cache, plan, config.train_batch_size, rng)
     options = TrainOptions(config.gradient_checkpointing, config.mixed_precision, config.offload_vae)
     with adapter.training(config.token_string, leaves, options):
@@ -146,15 +169,21 @@ def _start_vectors(run: _Run) -> None:
     if config.weights:
         vectors, meta = load_embedding(config.weights)
         if set(vectors) != set(adapter.embedding_dims) or any(
-                vectors[k].shape[-1] != d for k, d in adapter.embedding_dims.items()):
+            vectors[k].shape[-1] != d for k, d in adapter.embedding_dims.items()
+        ):
             shapes = {k: tuple(v.shape) for k, v in vectors.items()}
-            raise UserError(f"weights {config.weights!r} has vectors {shapes}, which do not fit the loaded "
-                            f"{adapter.family} model (width {adapter.embedding_dims}).")
+            raise UserError(
+                f"weights {config.weights!r} has vectors {shapes}, which do not fit the loaded "
+                f"{adapter.family} model (width {adapter.embedding_dims})."
+            )
         run.vectors = {k: v.clone() for k, v in vectors.items()}
         run.step = int(meta.get("step") or meta.get("ti_step") or 0) if meta else _pt_step(config.weights)
         count = next(iter(vectors.values())).shape[0]
         if count != config.num_vectors_per_token:
-            run.say(f"Resuming with the file's {count} vector(s); num_vectors_per_token {config.num_vectors_per_token} ignored.")
+            run.say(
+                f"Resuming with the file's {count} vector(s); "
+                f"num_vectors_per_token {config.num_vectors_per_token} ignored."
+            )
         run.say(f"Resuming from {os.path.basename(config.weights)} at step {run.step}.")
         return
     run.vectors, note = init_vectors(adapter, config.init_word, config.num_vectors_per_token)
@@ -186,14 +215,25 @@ def _load_optimizer(run: _Run) -> None:
 def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
     """The optimizer steps. Returns (state, message); the vectors always end finite."""
     config, adapter, services = run.config, run.adapter, run.services
-    schedule = LRSchedule(config.learning_rate, config.max_train_steps, config.lr_scheduler, config.lr_warmup_steps,
-                          config.lr_scheduler_num_cycles, config.lr_scheduler_power)
+    schedule = LRSchedule(
+        config.learning_rate,
+        config.max_train_steps,
+        config.lr_scheduler,
+        config.lr_warmup_steps,
+        config.lr_scheduler_num_cycles,
+        config.lr_scheduler_power,
+    )
     alphas = adapter.alphas_cumprod().to(adapter.device, torch.float32)
-    scaler = torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
+    scaler = (
+        torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
+    )
     start_step, started = run.step, time.time()
     last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
-    early = EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta) \
-        if config.early_stopping_patience else None
+    early = (
+        EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta)
+        if config.early_stopping_patience
+        else None
+    )
     while run.step < config.max_train_steps:
         if services.should_stop():
             return "interrupted", f"Interrupted at step {run.step}; the embedding was saved as it was."
@@ -203,13 +243,17 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
         loss, prompt = _accumulate(run, sampler, alphas, scaler)
         if not math.isfinite(loss):
             _restore(run, last_good)
-            return "failed", (f"The loss became {loss} at step {run.step + 1}, so training stopped and kept the last "
-                              f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'.")
+            return "failed", (
+                f"The loss became {loss} at step {run.step + 1}, so training stopped and kept the last "
+                f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'."
+            )
         _optimizer_step(run, scaler)
         if not all(torch.isfinite(v).all() for v in run.vectors.values()):
             _restore(run, last_good)
-            return "failed", (f"The vectors became non-finite at step {run.step + 1}; the last finite ones "
-                              f"(step {run.step}) were kept. Try a lower learning_rate.")
+            return "failed", (
+                f"The vectors became non-finite at step {run.step + 1}; the last finite ones "
+                f"(step {run.step}) were kept. Try a lower learning_rate."
+            )
         run.step += 1
         last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
         run.losses.append((run.step, loss))
@@ -243,8 +287,14 @@ def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) 
     return total, prompt
 
 
-def diffusion_loss(adapter: ModelAdapter, alphas: torch.Tensor, latents: torch.Tensor, prompts: list[str],
-                   noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def diffusion_loss(
+    adapter: ModelAdapter,
+    alphas: torch.Tensor,
+    latents: torch.Tensor,
+    prompts: list[str],
+    noise: torch.Tensor,
+    t: torch.Tensor,
+) -> torch.Tensor:
     """The model's own training objective: MSE to the noise (eps models) or to v (v-prediction models)."""
     a = alphas[t].view(-1, 1, 1, 1)
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise

@@ -29,24 +29,41 @@ def message_html(text: str, kind: str = "info") -> str:
 
 def result_html(job: Job) -> str:
     kind = {"done": "ok", "interrupted": "warn"}.get(job.state, "error")
-    parts = [f'<div class="ti-trainer-msg ti-trainer-{kind}"><b>{html.escape(job.state.capitalize())}</b> at step '
-             f'{job.step}/{job.max_steps}' + (f" — {html.escape(job.error)}" if job.error else "") + "</div>"]
+    parts = [
+        f'<div class="ti-trainer-msg ti-trainer-{kind}"><b>{html.escape(job.state.capitalize())}</b> at step '
+        f"{job.step}/{job.max_steps}" + (f" — {html.escape(job.error)}" if job.error else "") + "</div>"
+    ]
     if job.final_path:
-        parts.append(f"<p>Embedding: <code>{html.escape(job.final_path)}</code> — type "
-                     f"<code>{html.escape(os.path.splitext(os.path.basename(job.final_path))[0])}</code> in a prompt.</p>")
+        parts.append(
+            f"<p>Embedding: <code>{html.escape(job.final_path)}</code> — type "
+            f"<code>{html.escape(os.path.splitext(os.path.basename(job.final_path))[0])}</code> in a prompt.</p>"
+        )
     if job.messages:
         parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in job.messages) + "</ul>")
     checkpoints = [f for f in job.files if f != job.final_path and f.endswith((".safetensors", ".pt"))]
     if checkpoints:
-        parts.append(f"<details><summary>{len(checkpoints)} checkpoint file(s)</summary><ul>"
-                     + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in checkpoints) + "</ul></details>")
+        parts.append(
+            f"<details><summary>{len(checkpoints)} checkpoint file(s)</summary><ul>"
+            + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in checkpoints)
+            + "</ul></details>"
+        )
     return "\n".join(parts)
 
 
 class TabActions:
-    def __init__(self, manager: JobManager, host: Host, adapter_factory: Callable[[], ModelAdapter],
-                 host_interrupt: Callable[[], None]):
-        self.manager, self.host, self.adapter_factory, self.host_interrupt = manager, host, adapter_factory, host_interrupt
+    def __init__(
+        self,
+        manager: JobManager,
+        host: Host,
+        adapter_factory: Callable[[], ModelAdapter],
+        host_interrupt: Callable[[], None],
+    ):
+        self.manager, self.host, self.adapter_factory, self.host_interrupt = (
+            manager,
+            host,
+            adapter_factory,
+            host_interrupt,
+        )
 
     def train(self, *values: Any) -> tuple[list[str], str]:
         """Runs in the caller's thread, which already holds the WebUI's GPU queue."""
@@ -76,7 +93,9 @@ class TabActions:
         except UserError as e:
             return [None] * len(FIELDS) + [message_html(str(e), "error")]
         notes = parsed.messages() or ["All keys were read."]
-        return config_to_values(parsed.config) + [message_html(f"Loaded {os.path.basename(str(source))}.\n" + "\n".join(notes))]
+        return config_to_values(parsed.config) + [
+            message_html(f"Loaded {os.path.basename(str(source))}.\n" + "\n".join(notes))
+        ]
 
     def save(self, path: str, *values: Any) -> str:
         try:
@@ -111,9 +130,15 @@ def _component(gr, spec, default: Any):
     return gr.Textbox(value=default, lines=1, **common)
 
 
-def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid_actions: GridActions | None = None,
-              add_send_buttons: Callable | None = None, inspect_actions: InspectActions | None = None,
-              queue_actions: QueueActions | None = None):
+def build_tab(
+    actions: TabActions,
+    wrap_gpu: Callable,
+    defaults: list[Any],
+    grid_actions: GridActions | None = None,
+    add_send_buttons: Callable | None = None,
+    inspect_actions: InspectActions | None = None,
+    queue_actions: QueueActions | None = None,
+):
     """The gradio Blocks of the tab; ``wrap_gpu`` is the WebUI's wrap_gradio_gpu_call."""
     import gradio as gr
 
@@ -122,7 +147,9 @@ def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid
             with gr.Column(scale=3):
                 with gr.Row():
                     config_path = gr.Textbox(label="Config file (JSON)", elem_id=f"{ELEM}_config_path", scale=4)
-                    config_upload = gr.File(label="or upload", file_types=[".json"], elem_id=f"{ELEM}_config_upload", scale=2)
+                    config_upload = gr.File(
+                        label="or upload", file_types=[".json"], elem_id=f"{ELEM}_config_upload", scale=2
+                    )
                 with gr.Row():
                     load_button = gr.Button("Load config", elem_id=f"{ELEM}_load")
                     save_button = gr.Button("Save config", elem_id=f"{ELEM}_save")
@@ -160,9 +187,14 @@ def build_tab(actions: TabActions, wrap_gpu: Callable, defaults: list[Any], grid
             return gallery_items, gr.update(choices=grid_actions.names(), value=name), result
 
         outputs = [gallery] + ([test_embedding] if test_embedding is not None else []) + [output]
-        train_button.click(fn=wrap_gpu(train, extra_outputs=[[]] + [None] * (len(outputs) - 2) + [""]),
-                           _js="ti_trainer_start", inputs=[id_task, *inputs], outputs=outputs)
+        train_button.click(
+            fn=wrap_gpu(train, extra_outputs=[[]] + [None] * (len(outputs) - 2) + [""]),
+            _js="ti_trainer_start",
+            inputs=[id_task, *inputs],
+            outputs=outputs,
+        )
         interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
+
         def load(path, upload):  # None means "leave that field as it is"
             values = actions.load(path, upload)
             return [gr.update() if v is None else v for v in values[:-1]] + values[-1:]

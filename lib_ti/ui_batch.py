@@ -18,8 +18,17 @@ class QueueActions:
         self.queue = queue
 
     def table(self) -> list[list[Any]]:
-        return [[e["label"], e["state"], e["step"], e["config"].get("token_string", ""), e["final_path"],
-                 e["error"] or ", ".join(e["grid_paths"])] for e in self.queue.snapshot()] or [[""] * len(COLUMNS)]
+        return [
+            [
+                e["label"],
+                e["state"],
+                e["step"],
+                e["config"].get("token_string", ""),
+                e["final_path"],
+                e["error"] or ", ".join(e["grid_paths"]),
+            ]
+            for e in self.queue.snapshot()
+        ] or [[""] * len(COLUMNS)]
 
     def add(self, folder: str, base_json: str, grid: bool) -> tuple[list[list[Any]], str]:
         try:
@@ -28,26 +37,36 @@ class QueueActions:
                 raise UserError("The base config must be a JSON object.")
             added = queue_request({"folder": folder, "base": base, "grid": grid}, self.queue)
         except json.JSONDecodeError as e:
-            return self.table(), f'<div class="ti-trainer-msg ti-trainer-error">Base config: not valid JSON ({e}).</div>'
+            return (
+                self.table(),
+                f'<div class="ti-trainer-msg ti-trainer-error">Base config: not valid JSON ({e}).</div>',
+            )
         except UserError as e:
             return self.table(), f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
         invalid = sum(e.state == "invalid" for e in added)
-        text = f"Queued {len(added) - invalid} training(s)" + (f"; {invalid} invalid (see the table)" if invalid else "")
+        text = f"Queued {len(added) - invalid} training(s)" + (
+            f"; {invalid} invalid (see the table)" if invalid else ""
+        )
         return self.table(), f'<div class="ti-trainer-msg ti-trainer-ok">{html.escape(text)}.</div>'
 
 
 def build_queue_section(gr, actions: QueueActions) -> None:
     with gr.Accordion("Batch queue: train many concepts", open=False, elem_id=f"{ELEM}_section"):
-        gr.HTML("<p>Each subfolder of the folder is a dataset; its token is the subfolder's name unless its own "
-                "<code>ti_trainer.json</code> says otherwise (that file overrides the base config). Jobs run one "
-                "after another; a failed one is reported and the rest go on. The queue lasts until the WebUI "
-                "restarts.</p>")
+        gr.HTML(
+            "<p>Each subfolder of the folder is a dataset; its token is the subfolder's name unless its own "
+            "<code>ti_trainer.json</code> says otherwise (that file overrides the base config). Jobs run one "
+            "after another; a failed one is reported and the rest go on. The queue lasts until the WebUI "
+            "restarts.</p>"
+        )
         with gr.Row():
             folder = gr.Textbox(label="Folder of dataset folders", elem_id=f"{ELEM}_folder", scale=3)
             grid = gr.Checkbox(label="Test grid after each", value=False, elem_id=f"{ELEM}_grid", scale=1)
-        base = gr.Textbox(label="Base config (JSON, same keys as a config file)", lines=3,
-                          value='{"init_word": "*", "num_vectors_per_token": 4, "max_train_steps": 1000}',
-                          elem_id=f"{ELEM}_base")
+        base = gr.Textbox(
+            label="Base config (JSON, same keys as a config file)",
+            lines=3,
+            value='{"init_word": "*", "num_vectors_per_token": 4, "max_train_steps": 1000}',
+            elem_id=f"{ELEM}_base",
+        )
         with gr.Row():
             add = gr.Button("Add to queue", variant="primary", elem_id=f"{ELEM}_add")
             refresh = gr.Button("Refresh", elem_id=f"{ELEM}_refresh")

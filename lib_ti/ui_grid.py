@@ -11,20 +11,46 @@ from lib_ti.grid import AXES, DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODE_LABELS, M
 from lib_ti.grid_run import GridRequest, GridResult
 
 ELEM = "ti_trainer_grid"
-FIELDS = ("embedding", "checkpoints", "strengths", "mode", "baseline", "prompts", "x", "y", "z", "negative_prompt",
-          "sampler_name", "steps", "cfg_scale", "width", "height", "seed", "max_images", "scores")
+FIELDS = (
+    "embedding",
+    "checkpoints",
+    "strengths",
+    "mode",
+    "baseline",
+    "prompts",
+    "x",
+    "y",
+    "z",
+    "negative_prompt",
+    "sampler_name",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "seed",
+    "max_images",
+    "scores",
+)
 
 
 def grid_html(result: GridResult) -> str:
-    parts = [f"<p>{len(result.cells)} image(s), seed {result.seed}. Grids saved: "
-             + ", ".join(f"<code>{html.escape(p)}</code>" for p in result.paths) + "</p>"]
+    parts = [
+        f"<p>{len(result.cells)} image(s), seed {result.seed}. Grids saved: "
+        + ", ".join(f"<code>{html.escape(p)}</code>" for p in result.paths)
+        + "</p>"
+    ]
     scored = [c for c in result.cells if "image_similarity" in c]
     if scored:
-        rows = "".join(f"<tr><td>{html.escape(c['checkpoint'])}</td><td>{html.escape(c['strength'])}</td>"
-                       f"<td>{html.escape(c['prompt'])}</td><td>{c['image_similarity']:.3f}</td>"
-                       f"<td>{c['text_similarity']:.3f}</td></tr>" for c in scored)
-        parts.append("<table><tr><th>checkpoint</th><th>strength</th><th>prompt</th><th>image sim.</th>"
-                     f"<th>text sim.</th></tr>{rows}</table>")
+        rows = "".join(
+            f"<tr><td>{html.escape(c['checkpoint'])}</td><td>{html.escape(c['strength'])}</td>"
+            f"<td>{html.escape(c['prompt'])}</td><td>{c['image_similarity']:.3f}</td>"
+            f"<td>{c['text_similarity']:.3f}</td></tr>"
+            for c in scored
+        )
+        parts.append(
+            "<table><tr><th>checkpoint</th><th>strength</th><th>prompt</th><th>image sim.</th>"
+            f"<th>text sim.</th></tr>{rows}</table>"
+        )
     parts += [f'<div class="ti-trainer-msg ti-trainer-warn">{html.escape(n)}</div>' for n in result.notes]
     return "\n".join(parts)
 
@@ -32,8 +58,12 @@ def grid_html(result: GridResult) -> str:
 class GridActions:
     """``run(request, should_stop)`` renders a grid; the Stop button ends it after the current image."""
 
-    def __init__(self, run: Callable[[GridRequest, Callable[[], bool]], GridResult], names: Callable[[], list[str]],
-                 defaults: Callable[[], dict[str, Any]]):
+    def __init__(
+        self,
+        run: Callable[[GridRequest, Callable[[], bool]], GridResult],
+        names: Callable[[], list[str]],
+        defaults: Callable[[], dict[str, Any]],
+    ):
         self.run, self.names, self.defaults = run, names, defaults
         self.stop = threading.Event()
 
@@ -59,20 +89,37 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
         with gr.Row():
             embedding = gr.Dropdown(label="Embedding", choices=actions.names(), elem_id=f"{ELEM}_embedding", scale=3)
             refresh = gr.Button("\U0001f504", elem_id=f"{ELEM}_refresh", scale=0, min_width=40)
-            checkpoints = gr.Textbox(label="Checkpoints", value="none", elem_id=f"{ELEM}_checkpoints", scale=3,
-                                     info="none, all, empty = every k-th, or steps: 100, 300")
+            checkpoints = gr.Textbox(
+                label="Checkpoints",
+                value="none",
+                elem_id=f"{ELEM}_checkpoints",
+                scale=3,
+                info="none, all, empty = every k-th, or steps: 100, 300",
+            )
         with gr.Row():
             strengths = gr.Textbox(label="Strengths", value=DEFAULT_STRENGTHS, elem_id=f"{ELEM}_strengths")
-            baseline = gr.Checkbox(label="Baseline column without the embedding", value=True, elem_id=f"{ELEM}_baseline")
-        mode = gr.Radio(label="Strength mode", choices=[MODE_LABELS[m] for m in MODES], value=MODE_LABELS["emphasis"],
-                        elem_id=f"{ELEM}_mode")
-        prompts = gr.Textbox(label="Test prompts, one per line ([name] = the embedding)", lines=4,
-                             value="\n".join(DEFAULT_PROMPTS), elem_id=f"{ELEM}_prompts")
+            baseline = gr.Checkbox(
+                label="Baseline column without the embedding", value=True, elem_id=f"{ELEM}_baseline"
+            )
+        mode = gr.Radio(
+            label="Strength mode",
+            choices=[MODE_LABELS[m] for m in MODES],
+            value=MODE_LABELS["emphasis"],
+            elem_id=f"{ELEM}_mode",
+        )
+        prompts = gr.Textbox(
+            label="Test prompts, one per line ([name] = the embedding)",
+            lines=4,
+            value="\n".join(DEFAULT_PROMPTS),
+            elem_id=f"{ELEM}_prompts",
+        )
         with gr.Row():
             x = gr.Dropdown(label="X axis", choices=list(AXES), value="strength", elem_id=f"{ELEM}_x")
             y = gr.Dropdown(label="Y axis", choices=list(AXES), value="prompt", elem_id=f"{ELEM}_y")
             z = gr.Dropdown(label="Z (one grid each)", choices=list(AXES), value="checkpoint", elem_id=f"{ELEM}_z")
-        negative = gr.Textbox(label="Negative prompt", value=defaults.get("negative_prompt", ""), elem_id=f"{ELEM}_negative")
+        negative = gr.Textbox(
+            label="Negative prompt", value=defaults.get("negative_prompt", ""), elem_id=f"{ELEM}_negative"
+        )
         with gr.Row():
             sampler = gr.Textbox(label="Sampler", value=defaults.get("sampler_name", ""), elem_id=f"{ELEM}_sampler")
             steps = gr.Number(label="Steps", value=defaults.get("steps", 20), precision=0, elem_id=f"{ELEM}_steps")
@@ -80,7 +127,9 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
         with gr.Row():
             width = gr.Number(label="Width", value=defaults.get("width", 512), precision=0, elem_id=f"{ELEM}_width")
             height = gr.Number(label="Height", value=defaults.get("height", 512), precision=0, elem_id=f"{ELEM}_height")
-            seed = gr.Number(label="Seed (-1 = random, same for every cell)", value=-1, precision=0, elem_id=f"{ELEM}_seed")
+            seed = gr.Number(
+                label="Seed (-1 = random, same for every cell)", value=-1, precision=0, elem_id=f"{ELEM}_seed"
+            )
             max_images = gr.Number(label="Max images", value=100, precision=0, elem_id=f"{ELEM}_max_images")
             scores = gr.Checkbox(label="CLIP quality scores and advice", value=False, elem_id=f"{ELEM}_scores")
         with gr.Row():
@@ -91,10 +140,32 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
         if add_send_buttons:
             add_send_buttons(gallery)
         id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
-    inputs = [embedding, checkpoints, strengths, mode, baseline, prompts, x, y, z, negative, sampler, steps, cfg,
-              width, height, seed, max_images, scores]
-    generate.click(fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
-                   _js="ti_trainer_grid_start", inputs=[id_task, *inputs], outputs=[gallery, info])
+    inputs = [
+        embedding,
+        checkpoints,
+        strengths,
+        mode,
+        baseline,
+        prompts,
+        x,
+        y,
+        z,
+        negative,
+        sampler,
+        steps,
+        cfg,
+        width,
+        height,
+        seed,
+        max_images,
+        scores,
+    ]
+    generate.click(
+        fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
+        _js="ti_trainer_grid_start",
+        inputs=[id_task, *inputs],
+        outputs=[gallery, info],
+    )
     stop.click(fn=actions.stop.set, inputs=[], outputs=[])
     refresh.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[embedding])
     return embedding

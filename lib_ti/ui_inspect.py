@@ -13,11 +13,20 @@ ELEM = "ti_trainer_inspect"
 
 
 def report_html(report: dict[str, Any]) -> str:
-    rows = [("File", report["path"]), ("Format", report["format"]), ("Model family", report["family"]),
-            ("Vectors", report["vectors"])]
+    rows = [
+        ("File", report["path"]),
+        ("Format", report["format"]),
+        ("Model family", report["family"]),
+        ("Vectors", report["vectors"]),
+    ]
     rows += [(f"metadata: {k}", v) for k, v in report["metadata"].items() if k != "ti_settings"]
-    parts = ["<table>" + "".join(f"<tr><td>{html.escape(str(k))}</td><td><code>{html.escape(str(v))}</code></td></tr>"
-                                 for k, v in rows) + "</table>"]
+    parts = [
+        "<table>"
+        + "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows
+        )
+        + "</table>"
+    ]
     for key, info in report["encoders"].items():
         lines = []
         for i, norm in enumerate(info["norms"]):
@@ -30,8 +39,10 @@ def report_html(report: dict[str, Any]) -> str:
     if report.get("history"):
         points = [(r["step"], r["mean_norm"]) for r in report["history"]]
         losses = [(r["step"], r["loss"]) for r in report["history"] if r["loss"] == r["loss"]]
-        parts.append("<p>Mean vector norm over the run's checkpoints:</p>"
-                     + loss_svg(points).replace("loss (smoothed", "norm (smoothed"))
+        parts.append(
+            "<p>Mean vector norm over the run's checkpoints:</p>"
+            + loss_svg(points).replace("loss (smoothed", "norm (smoothed")
+        )
         if len(losses) > 1:
             parts.append("<p>Loss at those checkpoints:</p>" + loss_svg(losses))
     return "\n".join(parts)
@@ -50,12 +61,17 @@ class InspectActions:
 
     def convert(self, path: str, second: str, output_name: str, overwrite: bool) -> str:
         try:
-            done = convert_request({"path": path, "second_path": second, "output_name": output_name,
-                                    "overwrite": overwrite}, self.inspection)
+            done = convert_request(
+                {"path": path, "second_path": second, "output_name": output_name, "overwrite": overwrite},
+                self.inspection,
+            )
         except UserError as e:
             return f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
-        return (f'<div class="ti-trainer-msg ti-trainer-ok">Converted {html.escape(done["format"])} to '
-                f'<code>{html.escape(done["path"])}</code>; type <code>{html.escape(done["name"])}</code> in a prompt.</div>')
+        return (
+            f'<div class="ti-trainer-msg ti-trainer-ok">Converted {html.escape(done["format"])} to '
+            f"<code>{html.escape(done['path'])}</code>; type <code>{html.escape(done['name'])}</code> "
+            "in a prompt.</div>"
+        )
 
 
 def build_inspect_section(gr, actions: InspectActions, names) -> None:

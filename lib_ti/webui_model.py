@@ -30,7 +30,10 @@ def _family(model) -> str:
         return "sdxl"
     if getattr(model, "is_sd3", False):
         raise UserError("SD3 models are not supported by TI Trainer; load an SD1, SD2 or SDXL model.")
-    if getattr(model, "is_sdxl_inpaint", False) or getattr(getattr(model, "model", None), "conditioning_key", "") in ("hybrid", "concat"):
+    if getattr(model, "is_sdxl_inpaint", False) or getattr(getattr(model, "model", None), "conditioning_key", "") in (
+        "hybrid",
+        "concat",
+    ):
         raise UserError("Inpainting and instruct-pix2pix models are not supported; load the base model instead.")
     if getattr(model, "is_sd2", False):
         return "sd2"
@@ -57,7 +60,9 @@ class WebUIModel:
         self.m = model
         self.family = _family(model)
         self.prediction_type = "v" if getattr(model, "parameterization", "eps") == "v" else "eps"
-        self.native_resolution = {"sd1": 512, "sd2": 768 if self.prediction_type == "v" else 512, "sdxl": 1024}[self.family]
+        self.native_resolution = {"sd1": 512, "sd2": 768 if self.prediction_type == "v" else 512, "sdxl": 1024}[
+            self.family
+        ]
         info = getattr(model, "sd_checkpoint_info", None)
         self.model_name = getattr(info, "name_for_extra", "") or "unknown"
         self.model_hash = (getattr(info, "shorthash", None) or "") if info else ""
@@ -112,8 +117,13 @@ class WebUIModel:
                 wrapper.is_trainable = True
             sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, self.m, token)
             clear_conditioning_cache()
-            with _checkpointing(options.gradient_checkpointing), _sdp_attention(), _vae_offloaded(self.m, options), \
-                    torch.inference_mode(False), torch.enable_grad():
+            with (
+                _checkpointing(options.gradient_checkpointing),
+                _sdp_attention(),
+                _vae_offloaded(self.m, options),
+                torch.inference_mode(False),
+                torch.enable_grad(),
+            ):
                 yield
         finally:
             for p, flag in params:
@@ -146,8 +156,16 @@ class WebUIModel:
                     break
                 clear_conditioning_cache()
                 p = processing.StableDiffusionProcessingTxt2Img(
-                    sd_model=self.m, prompt=prompt, seed=seed, steps=steps, width=size[1], height=size[0],
-                    do_not_save_grid=True, do_not_save_samples=True, do_not_reload_embeddings=True)
+                    sd_model=self.m,
+                    prompt=prompt,
+                    seed=seed,
+                    steps=steps,
+                    width=size[1],
+                    height=size[0],
+                    do_not_save_grid=True,
+                    do_not_save_samples=True,
+                    do_not_reload_embeddings=True,
+                )
                 with closing(p):
                     processed = processing.process_images(p)
                 images += processed.images[:1]
@@ -232,8 +250,12 @@ def _checkpointing(enabled: bool) -> Iterator[None]:
         yield
         return
     classes = []
-    for module_name in ("ldm.modules.attention", "ldm.modules.diffusionmodules.openaimodel",
-                        "sgm.modules.attention", "sgm.modules.diffusionmodules.openaimodel"):
+    for module_name in (
+        "ldm.modules.attention",
+        "ldm.modules.diffusionmodules.openaimodel",
+        "sgm.modules.attention",
+        "sgm.modules.diffusionmodules.openaimodel",
+    ):
         module = __import__(module_name, fromlist=["_"])
         for cls_name in ("BasicTransformerBlock", "ResBlock"):
             cls = getattr(module, cls_name, None)
@@ -298,12 +320,15 @@ class WebUIHost:
         reload_embeddings()
         if getattr(self, "_digest", None) and shared.sd_model is not None:
             same = WebUIModel().weights_digest() == self._digest
-            job.messages.append("Model weights verified unchanged." if same else "WARNING: the model's weights changed!")
+            job.messages.append(
+                "Model weights verified unchanged." if same else "WARNING: the model's weights changed!"
+            )
         if self.owns_state:
             shared.state.end()
 
 
 # --- the test grid: every cell through the WebUI's own txt2img -----------------------------------------------------
+
 
 def embedding_record(name: str):
     """The WebUI's loaded Embedding of that name, or a message saying why it cannot be tested."""
@@ -313,8 +338,10 @@ def embedding_record(name: str):
         return db.word_embeddings[name]
     if name in db.skipped_embeddings:
         skipped = db.skipped_embeddings[name]
-        raise UserError(f"The embedding {name!r} does not fit the loaded model: its vectors are {skipped.shape} wide, "
-                        f"the model needs {db.expected_shape} (an SD1 embedding does not work on SDXL, and so on).")
+        raise UserError(
+            f"The embedding {name!r} does not fit the loaded model: its vectors are {skipped.shape} wide, "
+            f"the model needs {db.expected_shape} (an SD1 embedding does not work on SDXL, and so on)."
+        )
     raise UserError(f"Unknown embedding {name!r}. Known: {', '.join(sorted(db.word_embeddings)) or 'none'}.")
 
 
@@ -360,7 +387,7 @@ def default_script_args(runner) -> tuple[list, dict[str, int]]:
             controls = script.ui(script.is_img2img)
             if not controls:
                 continue
-            args[script.args_from:script.args_to] = [c.value for c in controls]
+            args[script.args_from : script.args_to] = [c.value for c in controls]
             if script.alwayson:
                 for paste in getattr(script, "infotext_fields", None) or []:
                     api_name = getattr(paste, "api", None)
@@ -387,14 +414,22 @@ def txt2img_defaults() -> dict:
     }
 
 
-def render_cell(prompt: str, gen: dict, script_args: tuple[list, dict[str, int]], extra: dict) -> tuple[Image.Image, str, str]:
+def render_cell(
+    prompt: str, gen: dict, script_args: tuple[list, dict[str, int]], extra: dict
+) -> tuple[Image.Image, str, str]:
     """One image through txt2img (extra networks, emphasis, samplers, hires fix, always-on scripts), saved as usual."""
     from modules import scripts
 
     p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=shared.sd_model, prompt=prompt, n_iter=1, batch_size=1, do_not_save_grid=True,
+        sd_model=shared.sd_model,
+        prompt=prompt,
+        n_iter=1,
+        batch_size=1,
+        do_not_save_grid=True,
         outpath_samples=shared.opts.outdir_samples or shared.opts.outdir_txt2img_samples,
-        outpath_grids=shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids, **gen)
+        outpath_grids=shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids,
+        **gen,
+    )
     args, positions = script_args
     args = list(args)
     for key, value in gen.items():  # the seed and sampler scripts would otherwise reset these to their defaults
@@ -475,8 +510,10 @@ class WebUIGridBackend:
             model = CLIPModel.from_pretrained(source, local_files_only=True)
             processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
         except Exception as e:  # offline, missing weights, not a CLIP model: all mean "no scores", said plainly
-            return None, (f"no CLIP model could be loaded from {source!r} without downloading ({type(e).__name__}). "
-                          "Set Settings → TI Trainer → CLIP model to a folder with a CLIP model.")
+            return None, (
+                f"no CLIP model could be loaded from {source!r} without downloading ({type(e).__name__}). "
+                "Set Settings → TI Trainer → CLIP model to a folder with a CLIP model."
+            )
         return TransformersClip(model, processor), ""
 
     def override(self, name, vectors, shorthash):
@@ -519,6 +556,7 @@ def run_grid_queued(request, run_root: str, owns_state: bool, should_stop=lambda
 
 # --- X/Y/Z plot axes ---------------------------------------------------------------------------------------------
 
+
 def find_xyz_module():
     """The WebUI's bundled X/Y/Z plot script module, or None when it is missing or changed."""
     from modules import scripts
@@ -557,8 +595,10 @@ def xyz_apply_checkpoint(p, x, xs) -> None:
         run_dir = WebUIGridBackend.run_dir_of(name, host.run_root())
         found = dict(list_checkpoints(run_dir, name))
         if not label.isdigit() or int(label) not in found:
-            raise RuntimeError(f"TI: checkpoint: {name} has no checkpoint at step {label} in {run_dir} "
-                               f"(saved: {', '.join(map(str, sorted(found))) or 'none'}).")
+            raise RuntimeError(
+                f"TI: checkpoint: {name} has no checkpoint at step {label} in {run_dir} "
+                f"(saved: {', '.join(map(str, sorted(found))) or 'none'})."
+            )
         path = found[int(label)]
         alias = f"{name}-{label}"
         vectors = load_embedding(path)[0]
@@ -574,14 +614,17 @@ def add_xyz_axes() -> str:
         return "TI Trainer: the X/Y/Z plot script was not found (or has changed); its TI axes are skipped."
     if any(getattr(o, "label", "").startswith("TI: ") for o in module.axis_options):
         return "TI Trainer: X/Y/Z axes already added."
-    module.axis_options.extend([
-        module.AxisOption("TI: strength", float, xyz_apply_strength),
-        module.AxisOption("TI: checkpoint", str, xyz_apply_checkpoint),
-    ])
+    module.axis_options.extend(
+        [
+            module.AxisOption("TI: strength", float, xyz_apply_strength),
+            module.AxisOption("TI: checkpoint", str, xyz_apply_checkpoint),
+        ]
+    )
     return "TI Trainer: added X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint'."
 
 
 # --- inspector and converter ---------------------------------------------------------------------------------------
+
 
 class WebUIInspection:
     """What the inspector needs from the WebUI: the loaded model's token tables, embedding files, reloading."""

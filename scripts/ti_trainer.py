@@ -33,15 +33,31 @@ batch_queue = BatchQueue(manager, job_runner(manager, api_host, webui_model.WebU
 
 
 def on_ui_settings():
-    shared.opts.add_option("ti_trainer_output_dir", shared.OptionInfo(
-        os.path.join("outputs", "ti-trainer"), "Folder for runs: checkpoints, previews, logs (one subfolder per embedding)",
-        section=SECTION))
-    shared.opts.add_option("ti_trainer_clip_model", shared.OptionInfo(
-        "openai/clip-vit-large-patch14", "CLIP model for the test grid's quality scores (a local folder, or a "
-        "Hugging Face id already downloaded; nothing is fetched)", section=SECTION))
-    shared.opts.add_option("ti_trainer_verify_model", shared.OptionInfo(
-        False, "Check that training left the model's weights unchanged (hashes every weight before and after)",
-        section=SECTION))
+    shared.opts.add_option(
+        "ti_trainer_output_dir",
+        shared.OptionInfo(
+            os.path.join("outputs", "ti-trainer"),
+            "Folder for runs: checkpoints, previews, logs (one subfolder per embedding)",
+            section=SECTION,
+        ),
+    )
+    shared.opts.add_option(
+        "ti_trainer_clip_model",
+        shared.OptionInfo(
+            "openai/clip-vit-large-patch14",
+            "CLIP model for the test grid's quality scores (a local folder, or a "
+            "Hugging Face id already downloaded; nothing is fetched)",
+            section=SECTION,
+        ),
+    )
+    shared.opts.add_option(
+        "ti_trainer_verify_model",
+        shared.OptionInfo(
+            False,
+            "Check that training left the model's weights unchanged (hashes every weight before and after)",
+            section=SECTION,
+        ),
+    )
 
 
 def on_ui_tabs():
@@ -49,27 +65,44 @@ def on_ui_tabs():
     actions = TabActions(manager, host, webui_model.WebUIModel, shared.state.interrupt)
     grid_actions = GridActions(
         run=lambda request, stop: webui_model.run_grid_queued(request, host.run_root(), False, stop),
-        names=lambda: sorted(webui_model.existing_embedding_names()), defaults=webui_model.txt2img_defaults)
-    tab = build_tab(actions, call_queue.wrap_gradio_gpu_call, config_to_values(TrainConfig()), grid_actions,
-                    add_send_buttons, InspectActions(webui_model.WebUIInspection(host.run_root())),
-                    QueueActions(batch_queue))
+        names=lambda: sorted(webui_model.existing_embedding_names()),
+        defaults=webui_model.txt2img_defaults,
+    )
+    tab = build_tab(
+        actions,
+        call_queue.wrap_gradio_gpu_call,
+        config_to_values(TrainConfig()),
+        grid_actions,
+        add_send_buttons,
+        InspectActions(webui_model.WebUIInspection(host.run_root())),
+        QueueActions(batch_queue),
+    )
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
 
 def add_send_buttons(gallery):
     """The WebUI's own 'Send to txt2img' for the selected cell (its infotext travels in the PNG)."""
     buttons = infotext_utils.create_buttons(["txt2img"])
-    infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
-        paste_button=buttons["txt2img"], tabname="txt2img", source_image_component=gallery))
+    infotext_utils.register_paste_params_button(
+        infotext_utils.ParamBinding(paste_button=buttons["txt2img"], tabname="txt2img", source_image_component=gallery)
+    )
 
 
 def on_app_started(_demo, app):
     dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
-    app.include_router(create_router(
-        manager, api_host, webui_model.WebUIModel, shared.state.interrupt, dependencies,
-        grid=lambda request: webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True),
-        grid_defaults=webui_model.txt2img_defaults, inspection=webui_model.WebUIInspection(api_host.run_root()),
-        queue=batch_queue))
+    app.include_router(
+        create_router(
+            manager,
+            api_host,
+            webui_model.WebUIModel,
+            shared.state.interrupt,
+            dependencies,
+            grid=lambda request: webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True),
+            grid_defaults=webui_model.txt2img_defaults,
+            inspection=webui_model.WebUIInspection(api_host.run_root()),
+            queue=batch_queue,
+        )
+    )
 
 
 def on_before_ui():

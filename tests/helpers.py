@@ -16,7 +16,9 @@ def make_dataset(folder: str, count: int = 4, caption: str | None = "mystyle", s
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            os.path.join(folder, f"{i:03d}.png")
+        )
         if caption is not None:
             with open(os.path.join(folder, f"{i:03d}.txt"), "w", encoding="utf-8") as f:
                 f.write(caption)

@@ -16,8 +16,9 @@ from PIL import Image
 from lib_ti.model import TrainOptions, default_autocast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOKENIZER_GLOB = os.path.join(HERE, "..", "..", "shared", "test-models", "hf", "hub",
-                              "models--openai--clip-vit-large-patch14", "snapshots", "*")
+TOKENIZER_GLOB = os.path.join(
+    HERE, "..", "..", "shared", "test-models", "hf", "hub", "models--openai--clip-vit-large-patch14", "snapshots", "*"
+)
 
 
 def tokenizer_dir() -> str:
@@ -31,10 +32,14 @@ def _character_tokenizer() -> str:
     folder = os.path.join(tempfile.gettempdir(), "ti-trainer-char-tokenizer")
     if not os.path.isfile(os.path.join(folder, "merges.txt")):
         os.makedirs(folder, exist_ok=True)
-        printable = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
+        printable = (
+            [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
+        )
         others = [chr(256 + i) for i in range(256 - len(printable))]  # the byte-to-unicode mapping's stand-ins
         chars = printable + others
-        vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+        vocab = {
+            tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
+        }
         with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
             json.dump(vocab, f)
         with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
@@ -59,7 +64,7 @@ class _Substitute(torch.nn.Module):
         for positions, row in zip(self.fixes, embeds):
             for offset in positions:
                 vec = self.vectors[self.key].to(row.dtype)
-                row = torch.cat([row[:offset], vec, row[offset + vec.shape[0]:]])
+                row = torch.cat([row[:offset], vec, row[offset + vec.shape[0] :]])
             rows.append(row)
         return torch.stack(rows)
 
@@ -76,18 +81,36 @@ class TinySD:
         widths = {"clip_l": 32, "clip_g": 48} if two_encoders else {"clip_l": 32}
         self.encoders = {}
         for key, width in widths.items():
-            config = CLIPTextConfig(vocab_size=len(self.tokenizer), hidden_size=width, intermediate_size=2 * width,
-                                    num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77)
+            config = CLIPTextConfig(
+                vocab_size=len(self.tokenizer),
+                hidden_size=width,
+                intermediate_size=2 * width,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+            )
             model = CLIPTextModel(config).eval()
             model.set_input_embeddings(_Substitute(model.get_input_embeddings(), key))
             self.encoders[key] = model
         self.unet = UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=sum(widths.values()), attention_head_dim=8, norm_num_groups=8).eval()
-        self.vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), latent_channels=4, norm_num_groups=4,
-                                 down_block_types=("DownEncoderBlock2D",) * 4,
-                                 up_block_types=("UpDecoderBlock2D",) * 4).eval()
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=sum(widths.values()),
+            attention_head_dim=8,
+            norm_num_groups=8,
+        ).eval()
+        self.vae = AutoencoderKL(
+            block_out_channels=(8, 8, 8, 8),
+            latent_channels=4,
+            norm_num_groups=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+        ).eval()
         self.family = "sdxl" if two_encoders else ("sd2" if prediction_type == "v" else "sd1")
         self.native_resolution = 64
         self.prediction_type = prediction_type
@@ -96,7 +119,7 @@ class TinySD:
         self.device = torch.device("cpu")
         self.token: str | None = None
         self.num_vectors = 0
-        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
         self._alphas = torch.cumprod(1 - betas, dim=0)
 
     def modules(self) -> list[torch.nn.Module]:
@@ -143,7 +166,7 @@ class TinySD:
             ids = self.token_ids(prompt)
             out, positions, i = [self.tokenizer.bos_token_id], [], 0
             while i < len(ids):
-                if token_ids and ids[i:i + len(token_ids)] == token_ids:
+                if token_ids and ids[i : i + len(token_ids)] == token_ids:
                     positions.append(len(out))
                     out += [self.tokenizer.eos_token_id] * self.num_vectors
                     i += len(token_ids)

@@ -24,11 +24,24 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args()
     url = args.url.rstrip("/")
-    gen = {"steps": args.steps, "width": args.size, "height": args.size, "seed": 1, "sampler_name": "Euler",
-           "cfg_scale": 7.0, "negative_prompt": ""}
-    grid_body = {"embedding": args.embedding, "strengths": "0.8, 1.0, 1.2", "baseline": True,
-                 "prompts": ["[name]", "[name] portrait", "[name] landscape", "beautiful [name] artwork"],
-                 "checkpoints": "none", "save": True, **gen}
+    gen = {
+        "steps": args.steps,
+        "width": args.size,
+        "height": args.size,
+        "seed": 1,
+        "sampler_name": "Euler",
+        "cfg_scale": 7.0,
+        "negative_prompt": "",
+    }
+    grid_body = {
+        "embedding": args.embedding,
+        "strengths": "0.8, 1.0, 1.2",
+        "baseline": True,
+        "prompts": ["[name]", "[name] portrait", "[name] landscape", "beautiful [name] artwork"],
+        "checkpoints": "none",
+        "save": True,
+        **gen,
+    }
     first = requests.post(f"{url}/ti-trainer/v1/grid", json=grid_body, timeout=3600)
     first.raise_for_status()
     prompts = [c["prompt"] for c in first.json()["cells"]]

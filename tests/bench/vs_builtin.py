@@ -55,16 +55,42 @@ def peak_rss_mb(pid: int) -> float:
 
 def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tuple[float, list[float]]:
     name = "bench-builtin"
-    requests.post(f"{url}/sdapi/v1/create/embedding", json={"name": name, "num_vectors_per_token": 1,
-                                                             "init_text": "painting", "overwrite_old": True}).raise_for_status()
-    body = {"id_task": "bench", "embedding_name": name, "learn_rate": "0.005", "batch_size": 1, "gradient_step": 1,
-            "data_root": data, "log_directory": log_dir, "training_width": size, "training_height": size,
-            "varsize": False, "steps": steps, "clip_grad_mode": "disabled", "clip_grad_value": "0.1",
-            "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "once", "use_weight": False,
-            "create_image_every": 0, "save_embedding_every": 0, "template_filename": "style_filewords.txt",
-            "save_image_with_stored_embedding": False, "preview_from_txt2img": False, "preview_prompt": "",
-            "preview_negative_prompt": "", "preview_steps": 20, "preview_sampler_name": "Euler a",
-            "preview_cfg_scale": 7, "preview_seed": -1, "preview_width": 512, "preview_height": 512}
+    requests.post(
+        f"{url}/sdapi/v1/create/embedding",
+        json={"name": name, "num_vectors_per_token": 1, "init_text": "painting", "overwrite_old": True},
+    ).raise_for_status()
+    body = {
+        "id_task": "bench",
+        "embedding_name": name,
+        "learn_rate": "0.005",
+        "batch_size": 1,
+        "gradient_step": 1,
+        "data_root": data,
+        "log_directory": log_dir,
+        "training_width": size,
+        "training_height": size,
+        "varsize": False,
+        "steps": steps,
+        "clip_grad_mode": "disabled",
+        "clip_grad_value": "0.1",
+        "shuffle_tags": False,
+        "tag_drop_out": 0,
+        "latent_sampling_method": "once",
+        "use_weight": False,
+        "create_image_every": 0,
+        "save_embedding_every": 0,
+        "template_filename": "style_filewords.txt",
+        "save_image_with_stored_embedding": False,
+        "preview_from_txt2img": False,
+        "preview_prompt": "",
+        "preview_negative_prompt": "",
+        "preview_steps": 20,
+        "preview_sampler_name": "Euler a",
+        "preview_cfg_scale": 7,
+        "preview_seed": -1,
+        "preview_width": 512,
+        "preview_height": 512,
+    }
     # the built-in trainer writes its settings file into a folder it only creates when it saves images or embeddings
     os.makedirs(os.path.join(log_dir, time.strftime("%Y-%m-%d"), name), exist_ok=True)
     start = time.perf_counter()
@@ -80,9 +106,20 @@ def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tup
 
 
 def run_ours(url: str, data: str, size: int, steps: int) -> tuple[float, list[float]]:
-    body = {"train_data_dir": data, "token_string": "bench-ours", "init_word": "painting", "num_vectors_per_token": 1,
-            "learning_rate": "0.005", "train_batch_size": 1, "max_train_steps": steps, "save_every_n_steps": 0,
-            "resolution": size, "overwrite": True, "caption_source": "both", "template_set": "style"}
+    body = {
+        "train_data_dir": data,
+        "token_string": "bench-ours",
+        "init_word": "painting",
+        "num_vectors_per_token": 1,
+        "learning_rate": "0.005",
+        "train_batch_size": 1,
+        "max_train_steps": steps,
+        "save_every_n_steps": 0,
+        "resolution": size,
+        "overwrite": True,
+        "caption_source": "both",
+        "template_set": "style",
+    }
     start = time.perf_counter()
     response = requests.post(f"{url}/ti-trainer/v1/train", json=body, timeout=600)
     response.raise_for_status()
@@ -114,13 +151,16 @@ def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
                 times[trainer][steps].append(elapsed)
                 peaks[trainer].append(peak_rss_mb(pid))
                 if steps == args.long and losses:
-                    tail = losses[-max(1, len(losses) // 4):]
+                    tail = losses[-max(1, len(losses) // 4) :]
                     tail_loss[trainer].append(statistics.mean(tail))
     out = {}
     for trainer in times:
-        per_step = (statistics.median(times[trainer][args.long]) - statistics.median(times[trainer][args.short]))
-        out[trainer] = {"s_step": per_step / (args.long - args.short), "peak": max(peaks[trainer]),
-                        "loss": statistics.mean(tail_loss[trainer]) if tail_loss[trainer] else float("nan")}
+        per_step = statistics.median(times[trainer][args.long]) - statistics.median(times[trainer][args.short])
+        out[trainer] = {
+            "s_step": per_step / (args.long - args.short),
+            "peak": max(peaks[trainer]),
+            "loss": statistics.mean(tail_loss[trainer]) if tail_loss[trainer] else float("nan"),
+        }
     return out
 
 
@@ -148,8 +188,9 @@ def main() -> None:
             print(f"{size:>6} {trainer:>11} {r['s_step']:>8.4f} {r['peak']:>12.0f} {r['loss']:>10.4f}")
         ratio = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
         print(f"{size:>6} {'speed-up':>11} {ratio:>7.2f}x")
-    requests.post(f"{args.url}/sdapi/v1/options",
-                  json={"training_write_csv_every": options.get("training_write_csv_every", 500)})
+    requests.post(
+        f"{args.url}/sdapi/v1/options", json={"training_write_csv_every": options.get("training_write_csv_every", 500)}
+    )
 
 
 if __name__ == "__main__":

@@ -75,10 +75,22 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
     token = f"titest{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=3, caption=token)
     try:
-        response = http.post(f"{URL}/ti-trainer/v1/train", json={
-            "train_data_dir": data, "token_string": token, "init_word": "painting", "num_vectors_per_token": 2,
-            "max_train_steps": 4, "save_every_n_steps": 2, "resolution": 128, "learning_rate": "5e-3",
-            "sample_every_n_steps": 4, "sample_steps": 2}, timeout=120)
+        response = http.post(
+            f"{URL}/ti-trainer/v1/train",
+            json={
+                "train_data_dir": data,
+                "token_string": token,
+                "init_word": "painting",
+                "num_vectors_per_token": 2,
+                "max_train_steps": 4,
+                "save_every_n_steps": 2,
+                "resolution": 128,
+                "learning_rate": "5e-3",
+                "sample_every_n_steps": 4,
+                "sample_steps": 2,
+            },
+            timeout=120,
+        )
         assert response.status_code == 200, response.text
         job = wait_for(http, response.json()["job_id"])
         assert job["state"] == "done", job
@@ -95,19 +107,23 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
         assert meta["step"] == "4" and meta["ti_base_model_hash"] and meta["ti_token"] == token
 
         listed = http.get(f"{URL}/sdapi/v1/embeddings", timeout=30).json()
-        assert token in listed["loaded"], f"{token} not in {list(listed['loaded'])} (skipped: {list(listed['skipped'])})"
+        assert token in listed["loaded"], (
+            f"{token} not in {list(listed['loaded'])} (skipped: {list(listed['skipped'])})"
+        )
         assert listed["loaded"][token]["vectors"] == 2
 
-        result = http.post(f"{URL}/sdapi/v1/txt2img", json={
-            "prompt": f"({token}:1.2) portrait, {time.time()}", "steps": 2, "width": 64, "height": 64,
-            "seed": 1}, timeout=600).json()
+        result = http.post(
+            f"{URL}/sdapi/v1/txt2img",
+            json={"prompt": f"({token}:1.2) portrait, {time.time()}", "steps": 2, "width": 64, "height": 64, "seed": 1},
+            timeout=600,
+        ).json()
         info = json.loads(result["info"])
         with open(job["final_path"], "rb") as f:
             shorthash = hashlib.sha256(f.read()).hexdigest()[:12]
         # SDXL's two text encoders each report the embedding, so the WebUI may list it twice
         entries = set(info["extra_generation_params"].get("TI hashes", "").split(", "))
         assert entries == {f"{token}: {shorthash}"}, info["extra_generation_params"]
-        assert f"TI hashes: \"{token}: {shorthash}" in info["infotexts"][0]
+        assert f'TI hashes: "{token}: {shorthash}' in info["infotexts"][0]
         from PIL import Image
 
         assert Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).size == (64, 64)
@@ -116,8 +132,10 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
 
 
 def test_bad_input_is_422_with_a_message(http, tmp_path):
-    response = http.post(f"{URL}/ti-trainer/v1/train", json={
-        "train_data_dir": str(tmp_path / "missing"), "token_string": "has space", "num_vectors_per_token": 99})
+    response = http.post(
+        f"{URL}/ti-trainer/v1/train",
+        json={"train_data_dir": str(tmp_path / "missing"), "token_string": "has space", "num_vectors_per_token": 99},
+    )
     assert response.status_code == 422
     message = response.json()["detail"]["message"]
     assert "contains spaces" in message and "num_vectors_per_token" in message
@@ -127,8 +145,13 @@ def test_second_job_is_409_and_interrupt_keeps_a_loadable_embedding(http, tmp_pa
     load_model(http, MODELS[0] if MODELS else None)
     token = f"tiint{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
-    body = {"train_data_dir": data, "token_string": token, "max_train_steps": 5000, "resolution": 64,
-            "save_every_n_steps": 0}
+    body = {
+        "train_data_dir": data,
+        "token_string": token,
+        "max_train_steps": 5000,
+        "resolution": 64,
+        "save_every_n_steps": 0,
+    }
     try:
         first = http.post(f"{URL}/ti-trainer/v1/train", json=body, timeout=120).json()
         second = http.post(f"{URL}/ti-trainer/v1/train", json={**body, "token_string": token + "b"}, timeout=120)
@@ -151,13 +174,20 @@ def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
     body = {"train_data_dir": data, "token_string": token, "resolution": 64, "save_every_n_steps": 0}
     try:
-        first = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={**body, "max_train_steps": 2}).json()["job_id"])
+        first = wait_for(
+            http, http.post(f"{URL}/ti-trainer/v1/train", json={**body, "max_train_steps": 2}).json()["job_id"]
+        )
         assert first["state"] == "done"
-        second = http.post(f"{URL}/ti-trainer/v1/train", json={
-            **body, "max_train_steps": 150, "weights": first["final_path"], "overwrite": True}).json()
+        second = http.post(
+            f"{URL}/ti-trainer/v1/train",
+            json={**body, "max_train_steps": 150, "weights": first["final_path"], "overwrite": True},
+        ).json()
         # txt2img goes through the same GPU queue: it answers only once the training has let go of it
-        http.post(f"{URL}/sdapi/v1/txt2img", json={"prompt": f"{token} {time.time()}", "steps": 1, "width": 64,
-                                                   "height": 64}, timeout=600).raise_for_status()
+        http.post(
+            f"{URL}/sdapi/v1/txt2img",
+            json={"prompt": f"{token} {time.time()}", "steps": 1, "width": 64, "height": 64},
+            timeout=600,
+        ).raise_for_status()
         job = http.get(f"{URL}/ti-trainer/v1/jobs/{second['job_id']}").json()
         assert job["state"] == "done" and job["step"] == 150
         assert job["losses"][0][0] == 3, "the step count continues from the resumed embedding"
@@ -171,15 +201,37 @@ def test_grid_after_training(http, tmp_path):
     token = f"tigrid{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
     try:
-        trained = http.post(f"{URL}/ti-trainer/v1/train", json={
-            "train_data_dir": data, "token_string": token, "max_train_steps": 6, "save_every_n_steps": 3,
-            "resolution": 64, "learning_rate": "0.05"}).json()
+        trained = http.post(
+            f"{URL}/ti-trainer/v1/train",
+            json={
+                "train_data_dir": data,
+                "token_string": token,
+                "max_train_steps": 6,
+                "save_every_n_steps": 3,
+                "resolution": 64,
+                "learning_rate": "0.05",
+            },
+        ).json()
         job = wait_for(http, trained["job_id"])
         assert job["state"] == "done", job
-        response = http.post(f"{URL}/ti-trainer/v1/grid", json={
-            "embedding": token, "strengths": "0.8, 1.2", "prompts": [f"[name] portrait {time.time()}"],
-            "checkpoints": "all", "x": "checkpoint", "y": "strength", "z": "prompt", "steps": 2, "width": 64,
-            "height": 64, "seed": 11, "sampler_name": "Euler"}, timeout=600)
+        response = http.post(
+            f"{URL}/ti-trainer/v1/grid",
+            json={
+                "embedding": token,
+                "strengths": "0.8, 1.2",
+                "prompts": [f"[name] portrait {time.time()}"],
+                "checkpoints": "all",
+                "x": "checkpoint",
+                "y": "strength",
+                "z": "prompt",
+                "steps": 2,
+                "width": 64,
+                "height": 64,
+                "seed": 11,
+                "sampler_name": "Euler",
+            },
+            timeout=600,
+        )
         assert response.status_code == 200, response.text
         grid = response.json()
         geo = grid["geometry"]
@@ -191,7 +243,7 @@ def test_grid_after_training(http, tmp_path):
         assert len(grid["cells"]) == 6 and all("Seed: 11" in c["infotext"] for c in grid["cells"])
         final = next(c for c in grid["cells"] if c["checkpoint"] == "final" and c["strength"] == "1.2")
         with open(job["final_path"], "rb") as f:
-            assert f'{token}: {hashlib.sha256(f.read()).hexdigest()[:12]}' in final["infotext"]
+            assert f"{token}: {hashlib.sha256(f.read()).hexdigest()[:12]}" in final["infotext"]
         early = next(c for c in grid["cells"] if c["checkpoint"] == "3" and c["strength"] == "1.2")
         assert early["prompt"] == final["prompt"]
         # one after the other, same prompt text, other vectors: the WebUI's prompt cache must not serve the first
@@ -213,21 +265,59 @@ def test_xyz_plot_axes(http, tmp_path):
     load_model(http, MODELS[0] if MODELS else None)
     with open(os.path.join(WEBUI_DIR, "scripts", "xyz_grid.py"), encoding="utf-8") as f:
         source = f.read()
-    block = source[source.index("axis_options = ["):source.index("def draw_xyz_grid")]
+    block = source[source.index("axis_options = [") : source.index("def draw_xyz_grid")]
     txt2img_axes = [e for e in re.findall(r"^\s{4}(AxisOption\w*)\(", block, re.M) if e != "AxisOptionImg2Img"]
     strength_index, checkpoint_index = len(txt2img_axes), len(txt2img_axes) + 1  # ours come last
     token = f"tixyz{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
     try:
-        job = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={
-            "train_data_dir": data, "token_string": token, "max_train_steps": 4, "save_every_n_steps": 2,
-            "resolution": 64}).json()["job_id"])
+        job = wait_for(
+            http,
+            http.post(
+                f"{URL}/ti-trainer/v1/train",
+                json={
+                    "train_data_dir": data,
+                    "token_string": token,
+                    "max_train_steps": 4,
+                    "save_every_n_steps": 2,
+                    "resolution": 64,
+                },
+            ).json()["job_id"],
+        )
         assert job["state"] == "done"
-        script_args = [strength_index, "0.5, 1.5", [], checkpoint_index, "2, final", [], 0, "", [], True, False,
-                       False, False, False, False, False, 0, False]
-        result = http.post(f"{URL}/sdapi/v1/txt2img", json={
-            "prompt": f"{token} portrait {time.time()}", "steps": 1, "width": 64, "height": 64, "seed": 3,
-            "script_name": "x/y/z plot", "script_args": script_args}, timeout=600)
+        script_args = [
+            strength_index,
+            "0.5, 1.5",
+            [],
+            checkpoint_index,
+            "2, final",
+            [],
+            0,
+            "",
+            [],
+            True,
+            False,
+            False,
+            False,
+            False,
+            False,
+            False,
+            0,
+            False,
+        ]
+        result = http.post(
+            f"{URL}/sdapi/v1/txt2img",
+            json={
+                "prompt": f"{token} portrait {time.time()}",
+                "steps": 1,
+                "width": 64,
+                "height": 64,
+                "seed": 3,
+                "script_name": "x/y/z plot",
+                "script_args": script_args,
+            },
+            timeout=600,
+        )
         assert result.status_code == 200, result.text
         prompts = [p.split(" portrait")[0] for p in json.loads(result.json()["info"])["all_prompts"]]
         assert prompts == [f"({token}-2:0.5)", f"({token}-2:1.5)", f"({token}:0.5)", f"({token}:1.5)"]
@@ -243,9 +333,19 @@ def test_inspect_and_convert(http, tmp_path):
     # a diffusers-style single-token file with the loaded model's width, taken from a trained embedding's shape
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token + "src")
     try:
-        job = wait_for(http, http.post(f"{URL}/ti-trainer/v1/train", json={
-            "train_data_dir": data, "token_string": token + "src", "max_train_steps": 2, "resolution": 64,
-            "save_every_n_steps": 1}).json()["job_id"])
+        job = wait_for(
+            http,
+            http.post(
+                f"{URL}/ti-trainer/v1/train",
+                json={
+                    "train_data_dir": data,
+                    "token_string": token + "src",
+                    "max_train_steps": 2,
+                    "resolution": 64,
+                    "save_every_n_steps": 1,
+                },
+            ).json()["job_id"],
+        )
         report = http.post(f"{URL}/ti-trainer/v1/inspect", json={"embedding": token + "src"}).json()
         assert report["vectors"] == 1 and report["encoders"] and [r["step"] for r in report["history"]] == [1, 2]
         key = next(iter(report["encoders"]))
@@ -270,13 +370,19 @@ def test_batch_queue_from_dataset_folders(http, tmp_path):
     tokens = [f"tiqa{stamp}", f"tiqb{stamp}"]
     make_dataset(str(tmp_path / "sets" / tokens[0]), count=2, caption=tokens[0])
     make_dataset(str(tmp_path / "sets" / "second"), count=2, caption=tokens[1])
-    (tmp_path / "sets" / "second" / "ti_trainer.json").write_text(json.dumps({"token_string": tokens[1],
-                                                                              "max_train_steps": 3}))
+    (tmp_path / "sets" / "second" / "ti_trainer.json").write_text(
+        json.dumps({"token_string": tokens[1], "max_train_steps": 3})
+    )
     make_dataset(str(tmp_path / "sets" / "zbroken"), count=1)
     (tmp_path / "sets" / "zbroken" / "ti_trainer.json").write_text("{not json")
     try:
-        response = http.post(f"{URL}/ti-trainer/v1/queue", json={
-            "folder": str(tmp_path / "sets"), "base": {"max_train_steps": 2, "resolution": 64, "save_every_n_steps": 0}})
+        response = http.post(
+            f"{URL}/ti-trainer/v1/queue",
+            json={
+                "folder": str(tmp_path / "sets"),
+                "base": {"max_train_steps": 2, "resolution": 64, "save_every_n_steps": 0},
+            },
+        )
         assert response.status_code == 200, response.text
         ids = {e["id"] for e in response.json()["added"]}
         deadline = time.time() + 600
@@ -285,8 +391,11 @@ def test_batch_queue_from_dataset_folders(http, tmp_path):
             if all(e["state"] not in ("queued", "running") for e in entries):
                 break
             time.sleep(1)
-        assert [(e["label"], e["state"]) for e in entries] == [("second", "done"), (tokens[0], "done"),
-                                                                ("zbroken", "invalid")], entries
+        assert [(e["label"], e["state"]) for e in entries] == [
+            ("second", "done"),
+            (tokens[0], "done"),
+            ("zbroken", "invalid"),
+        ], entries
         assert entries[0]["step"] == 3 and entries[1]["step"] == 2 and "not valid JSON" in entries[2]["error"]
         loaded = http.get(f"{URL}/sdapi/v1/embeddings").json()["loaded"]
         assert all(t in loaded for t in tokens)

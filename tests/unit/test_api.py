@@ -40,13 +40,25 @@ def wait(client, job_id, states=("done", "failed", "interrupted"), timeout=60):
 
 
 def test_train_returns_a_job_id_at_once_and_the_job_finishes(api):
-    response = api.post("/ti-trainer/v1/train", json={
-        "train_data_dir": api.data, "token_string": "mystyle", "init_word": "painting", "max_train_steps": 3,
-        "save_every_n_steps": 1, "learning_rate": "5e-3", "epoch": 3, "frobnicate": 1})
+    response = api.post(
+        "/ti-trainer/v1/train",
+        json={
+            "train_data_dir": api.data,
+            "token_string": "mystyle",
+            "init_word": "painting",
+            "max_train_steps": 3,
+            "save_every_n_steps": 1,
+            "learning_rate": "5e-3",
+            "epoch": 3,
+            "frobnicate": 1,
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["state"] in ("queued", "running", "done")
-    assert any("frobnicate" in m for m in body["messages"]) and any("'epoch' has no effect" in m for m in body["messages"])
+    assert any("frobnicate" in m for m in body["messages"]) and any(
+        "'epoch' has no effect" in m for m in body["messages"]
+    )
     job = wait(api, body["job_id"])
     assert job["state"] == "done" and job["step"] == 3 and job["max_steps"] == 3
     assert job["final_path"].endswith("embeddings/mystyle.safetensors")
@@ -57,14 +69,17 @@ def test_train_returns_a_job_id_at_once_and_the_job_finishes(api):
     assert api.get("/ti-trainer/v1/jobs/current").json()["id"] == body["job_id"]
 
 
-@pytest.mark.parametrize("payload,needle", [
-    ({"token_string": "my style"}, "contains spaces"),
-    ({"token_string": "(x)"}, "prompt parser"),
-    ({"num_vectors_per_token": 0}, "num_vectors_per_token"),
-    ({"learning_rate": "1.2x"}, "learning_rate"),
-    ({"max_train_steps": -5}, "max_train_steps"),
-    ({"train_data_dir": "/nonexistent/folder"}, "is not a folder"),
-])
+@pytest.mark.parametrize(
+    "payload,needle",
+    [
+        ({"token_string": "my style"}, "contains spaces"),
+        ({"token_string": "(x)"}, "prompt parser"),
+        ({"num_vectors_per_token": 0}, "num_vectors_per_token"),
+        ({"learning_rate": "1.2x"}, "learning_rate"),
+        ({"max_train_steps": -5}, "max_train_steps"),
+        ({"train_data_dir": "/nonexistent/folder"}, "is not a folder"),
+    ],
+)
 def test_bad_input_answers_422_with_the_message(api, payload, needle):
     body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 2, **payload}
     response = api.post("/ti-trainer/v1/train", json=body)
@@ -102,8 +117,10 @@ def test_unknown_job_is_404(api):
 
 
 def test_config_check_lists_unknown_and_ignored_keys(api):
-    response = api.post("/ti-trainer/v1/config/check", json={"token_string": "x", "train_data_dir": "d",
-                                                             "xformers": True, "whatever": 1})
+    response = api.post(
+        "/ti-trainer/v1/config/check",
+        json={"token_string": "x", "train_data_dir": "d", "xformers": True, "whatever": 1},
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["unknown_keys"] == ["whatever"] and "xformers" in body["ignored_keys"]

@@ -24,8 +24,12 @@ def queue(tmp_path):
     host = FolderHost(str(tmp_path))
     manager = JobManager()
     grids = []
-    q = BatchQueue(manager, job_runner(manager, host, lambda: model),
-                   run_grid=lambda entry: grids.append(entry.label) or [f"/grids/{entry.label}.png"], poll=0.01)
+    q = BatchQueue(
+        manager,
+        job_runner(manager, host, lambda: model),
+        run_grid=lambda entry: grids.append(entry.label) or [f"/grids/{entry.label}.png"],
+        poll=0.01,
+    )
     q.grids, q.host = grids, host
     return q
 
@@ -41,13 +45,19 @@ def wait_idle(queue, timeout=120):
 
 def test_entries_run_in_order_and_a_failure_does_not_stop_the_rest(queue, tmp_path):
     good = make_dataset(str(tmp_path / "a"))
-    entries = queue_request({"configs": [
-        {"train_data_dir": good, "token_string": "first", "max_train_steps": 2, "save_every_n_steps": 0},
-        {"train_data_dir": good, "token_string": "bad token"},
-        {"train_data_dir": str(tmp_path / "missing"), "token_string": "third", "max_train_steps": 2},
-        "not a dict",
-        {"train_data_dir": good, "token_string": "fifth", "max_train_steps": 2, "save_every_n_steps": 0},
-    ], "grid": True}, queue)
+    entries = queue_request(
+        {
+            "configs": [
+                {"train_data_dir": good, "token_string": "first", "max_train_steps": 2, "save_every_n_steps": 0},
+                {"train_data_dir": good, "token_string": "bad token"},
+                {"train_data_dir": str(tmp_path / "missing"), "token_string": "third", "max_train_steps": 2},
+                "not a dict",
+                {"train_data_dir": good, "token_string": "fifth", "max_train_steps": 2, "save_every_n_steps": 0},
+            ],
+            "grid": True,
+        },
+        queue,
+    )
     assert [e.state for e in entries][1] == "invalid" and "contains spaces" in entries[1].error
     done = wait_idle(queue)
     assert [e["state"] for e in done] == ["done", "invalid", "failed", "invalid", "done"]
@@ -61,7 +71,9 @@ def test_entries_run_in_order_and_a_failure_does_not_stop_the_rest(queue, tmp_pa
 def test_dataset_folders_with_their_own_json(tmp_path):
     make_dataset(str(tmp_path / "sets" / "cat style"))
     make_dataset(str(tmp_path / "sets" / "dog"))
-    (tmp_path / "sets" / "dog" / "ti_trainer.json").write_text(json.dumps({"token_string": "dogtok", "init_word": "dog"}))
+    (tmp_path / "sets" / "dog" / "ti_trainer.json").write_text(
+        json.dumps({"token_string": "dogtok", "init_word": "dog"})
+    )
     (tmp_path / "sets" / "empty").mkdir()
     configs = folder_configs(str(tmp_path / "sets"), {"init_word": "art", "max_train_steps": 5})
     assert [label for label, _ in configs] == ["cat style", "dog"]
@@ -78,8 +90,10 @@ def test_queue_api(queue, tmp_path):
     client = TestClient(app)
     assert client.post("/ti-trainer/v1/queue", json={}).status_code == 422
     make_dataset(str(tmp_path / "sets" / "one"))
-    response = client.post("/ti-trainer/v1/queue", json={"folder": str(tmp_path / "sets"),
-                                                          "base": {"max_train_steps": 2, "save_every_n_steps": 0}})
+    response = client.post(
+        "/ti-trainer/v1/queue",
+        json={"folder": str(tmp_path / "sets"), "base": {"max_train_steps": 2, "save_every_n_steps": 0}},
+    )
     assert response.status_code == 200 and [e["label"] for e in response.json()["added"]] == ["one"]
     wait_idle(queue)
     assert client.get("/ti-trainer/v1/queue").json()["entries"][0]["state"] == "done"

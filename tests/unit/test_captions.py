@@ -4,19 +4,29 @@ import random
 
 import pytest
 
-from lib_ti.captions import (OBJECT_TEMPLATES, STYLE_TEMPLATES, CaptionPlan, caption_with_token, check_templates,
-                             fill_template, make_plan, strip_token)
+from lib_ti.captions import (
+    OBJECT_TEMPLATES,
+    STYLE_TEMPLATES,
+    CaptionPlan,
+    caption_with_token,
+    check_templates,
+    fill_template,
+    make_plan,
+    strip_token,
+)
 
 
 # ---------------------------------------------------------------- caption_with_token
+
 
 @pytest.mark.parametrize("caption", ["", "   ", "\n"])
 def test_empty_caption_is_the_token(caption):
     assert caption_with_token(caption, "mystyle") == "mystyle"
 
 
-@pytest.mark.parametrize("caption", ["mystyle", "a cat, mystyle", "a painting by mystyle of a cat",
-                                     "mystyle, a cat", "(mystyle:1.2) cat"])
+@pytest.mark.parametrize(
+    "caption", ["mystyle", "a cat, mystyle", "a painting by mystyle of a cat", "mystyle, a cat", "(mystyle:1.2) cat"]
+)
 def test_caption_with_token_unchanged(caption):
     assert caption_with_token(caption, "mystyle") == caption
 
@@ -29,8 +39,10 @@ def test_caption_is_stripped():
     assert caption_with_token("  a cat  ", "mystyle") == "mystyle, a cat"
 
 
-@pytest.mark.parametrize("token, caption", [("art", "party"), ("art", "artwork"), ("cat", "cats on a mat"),
-                                            ("my_style", "my_style2"), ("ñandú", "ñandúes")])
+@pytest.mark.parametrize(
+    "token, caption",
+    [("art", "party"), ("art", "artwork"), ("cat", "cats on a mat"), ("my_style", "my_style2"), ("ñandú", "ñandúes")],
+)
 def test_token_inside_another_word_does_not_count(token, caption):
     assert caption_with_token(caption, token) == f"{token}, {caption}"
 
@@ -49,28 +61,32 @@ def test_strip_token():
 
 # ---------------------------------------------------------------- fill_template
 
+
 def test_fill_name_and_filewords():
-    assert fill_template("[filewords], art by [name]", "mystyle", "a cat on a mat") == \
-        "a cat on a mat, art by mystyle"
+    assert fill_template("[filewords], art by [name]", "mystyle", "a cat on a mat") == "a cat on a mat, art by mystyle"
     assert fill_template("a photo of a [name], [filewords]", "tok", "red hat") == "a photo of a tok, red hat"
 
 
 def test_fill_template_without_filewords():
-    assert fill_template("a painting in the style of [name]", "mystyle", "a cat") == \
-        "a painting in the style of mystyle"
+    assert (
+        fill_template("a painting in the style of [name]", "mystyle", "a cat") == "a painting in the style of mystyle"
+    )
 
 
 def test_fill_template_name_twice():
     assert fill_template("[name] and [name]", "x", "") == "x and x"
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("[filewords], in the style of [name]", "in the style of mystyle"),
-    ("a photo of a [name], [filewords]", "a photo of a mystyle"),
-    ("[name] [filewords]", "mystyle"),
-    ("a [filewords] painting by [name]", "a painting by mystyle"),
-    ("[name], [filewords], painting", "mystyle, painting"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("[filewords], in the style of [name]", "in the style of mystyle"),
+        ("a photo of a [name], [filewords]", "a photo of a mystyle"),
+        ("[name] [filewords]", "mystyle"),
+        ("a [filewords] painting by [name]", "a painting by mystyle"),
+        ("[name], [filewords], painting", "mystyle, painting"),
+    ],
+)
 @pytest.mark.parametrize("caption", ["mystyle", "", "  mystyle  "])
 def test_filewords_disappear_cleanly(line, expected, caption):
     text = fill_template(line, "mystyle", caption)
@@ -85,6 +101,7 @@ def test_filewords_drop_the_token_from_the_caption():
 
 
 # ---------------------------------------------------------------- CaptionPlan
+
 
 def fill_all(lines, token, caption):
     return {fill_template(line, token, caption) for line in lines}
@@ -166,6 +183,7 @@ def test_caption_plan_direct():
 
 
 # ---------------------------------------------------------------- check_templates
+
 
 def test_check_templates_ok():
     assert check_templates(["[name]", "[filewords], by [name]"], "templates") == []

@@ -5,8 +5,15 @@ import os
 
 import pytest
 
-from lib_ti.config import (ParsedConfig, Stage, TrainConfig, load_config_file, parse_config, save_config_file,
-                           validate_token)
+from lib_ti.config import (
+    ParsedConfig,
+    Stage,
+    TrainConfig,
+    load_config_file,
+    parse_config,
+    save_config_file,
+    validate_token,
+)
 from lib_ti.errors import ConfigError, UserError
 
 BASE = {"token_string": "mystyle", "train_data_dir": "/data/mystyle"}
@@ -27,6 +34,7 @@ def bad(**extra):
 
 
 # ---------------------------------------------------------------- aliases and kohya translations
+
 
 def test_minimal_config_uses_defaults():
     parsed = parse()
@@ -53,12 +61,15 @@ def test_caption_extention_typo_alias_and_sample_sampler_seed():
     assert parsed.config.sample_seed == 99
 
 
-@pytest.mark.parametrize("value, source, template_set", [
-    ("caption", "captions", "style"),  # template_set keeps its default
-    ("object template", "templates", "object"),
-    ("style template", "templates", "style"),
-    ("Object Template", "templates", "object"),
-])
+@pytest.mark.parametrize(
+    "value, source, template_set",
+    [
+        ("caption", "captions", "style"),  # template_set keeps its default
+        ("object template", "templates", "object"),
+        ("style template", "templates", "style"),
+        ("Object Template", "templates", "object"),
+    ],
+)
 def test_template_choice(value, source, template_set):
     config = parse(template=value).config
     assert config.caption_source == source
@@ -138,11 +149,13 @@ def test_save_model_as_unknown_is_a_problem():
 
 
 def test_sample_prompts_kohya_options_stripped():
-    text = ("a painting of a cat by [name] --n blurry, ugly --w 512 --h 512 --s 20\n"
-            "# a comment line\n"
-            "\n"
-            "[name] landscape --d 42\n"
-            "plain prompt")
+    text = (
+        "a painting of a cat by [name] --n blurry, ugly --w 512 --h 512 --s 20\n"
+        "# a comment line\n"
+        "\n"
+        "[name] landscape --d 42\n"
+        "plain prompt"
+    )
     config = parse(sample_prompts=text).config
     assert config.sample_prompts == ["a painting of a cat by [name]", "[name] landscape", "plain prompt"]
 
@@ -174,19 +187,29 @@ def test_ignored_keys_with_reason():
     assert len(messages) == 3
 
 
-@pytest.mark.parametrize("value, text", [
-    (0.005, "0.005"),
-    (1e-4, "0.0001"),
-    ("5e-3", "5e-3"),
-    (" 0.005:100, 1e-3:1000 ", "0.005:100, 1e-3:1000"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.005, "0.005"),
+        (1e-4, "0.0001"),
+        ("5e-3", "5e-3"),
+        (" 0.005:100, 1e-3:1000 ", "0.005:100, 1e-3:1000"),
+    ],
+)
 def test_learning_rate_forms(value, text):
     assert parse(learning_rate=value).config.learning_rate == text
 
 
 def test_type_coercion_from_strings():
-    config = parse(max_train_steps="2000", train_batch_size=2.0, flip_aug="true", enable_bucket=1,
-                   noise_offset="0.05", gradient_checkpointing="no", seed="42").config
+    config = parse(
+        max_train_steps="2000",
+        train_batch_size=2.0,
+        flip_aug="true",
+        enable_bucket=1,
+        noise_offset="0.05",
+        gradient_checkpointing="no",
+        seed="42",
+    ).config
     assert config.max_train_steps == 2000 and isinstance(config.max_train_steps, int)
     assert config.train_batch_size == 2 and isinstance(config.train_batch_size, int)
     assert config.flip_aug is True and config.enable_bucket is True and config.gradient_checkpointing is False
@@ -200,8 +223,12 @@ def test_templates_from_multiline_string():
 
 
 def test_stages_parsed_and_sorted():
-    config = parse(stages=[{"step": 500, "templates": ["[name] art"]},
-                           {"step": 200, "templates": "[name] painting\n[name] drawing"}]).config
+    config = parse(
+        stages=[
+            {"step": 500, "templates": ["[name] art"]},
+            {"step": 200, "templates": "[name] painting\n[name] drawing"},
+        ]
+    ).config
     assert config.stages == [Stage(200, ["[name] painting", "[name] drawing"]), Stage(500, ["[name] art"])]
 
 
@@ -229,10 +256,19 @@ def test_kohya_ss_gui_style_config():
     }
     parsed = parse_config(data)
     c = parsed.config
-    assert (c.model_name_or_path, c.num_vectors_per_token, c.caption_source, c.template_set) == \
-        ("runwayml/stable-diffusion-v1-5", 8, "templates", "style")
-    assert (c.resolution, c.learning_rate, c.lr_scheduler, c.lr_warmup_steps, c.max_train_steps) == \
-        (512, "0.0001", "cosine", 160, 1600)
+    assert (c.model_name_or_path, c.num_vectors_per_token, c.caption_source, c.template_set) == (
+        "runwayml/stable-diffusion-v1-5",
+        8,
+        "templates",
+        "style",
+    )
+    assert (c.resolution, c.learning_rate, c.lr_scheduler, c.lr_warmup_steps, c.max_train_steps) == (
+        512,
+        "0.0001",
+        "cosine",
+        160,
+        1600,
+    )
     assert c.use_8bit_adam and c.mixed_precision == "fp16"
     assert parsed.unknown_keys == ["use_wandb"]
     assert set(parsed.ignored_keys) == {"cache_latents", "xformers"}
@@ -249,6 +285,7 @@ def test_kohya_ss_gui_blank_numbers_mean_default():
 
 # ---------------------------------------------------------------- validation
 
+
 def test_token_empty():
     problems = problems_of({"train_data_dir": "/d"})
     assert len(problems) == 1
@@ -261,8 +298,9 @@ def test_token_with_space():
     assert "token_string" in problems[0] and "spaces" in problems[0]
 
 
-@pytest.mark.parametrize("token, char", [("my(style", "("), ("my:style", ":"), ("<mystyle>", "<"),
-                                         ("my[style]", "["), ("a,b", ",")])
+@pytest.mark.parametrize(
+    "token, char", [("my(style", "("), ("my:style", ":"), ("<mystyle>", "<"), ("my[style]", "["), ("a,b", ",")]
+)
 def test_token_with_prompt_syntax_characters(token, char):
     problems = bad(token_string=token)
     assert len(problems) == 1
@@ -307,16 +345,27 @@ def test_vectors_limits_accepted(n):
     assert parse(num_vectors_per_token=n).config.num_vectors_per_token == n
 
 
-@pytest.mark.parametrize("lr, why", [("1.2x", "not a number"), (0, "positive"), ("-0.01", "positive"),
-                                     ("", "empty"), ("0.005:100, 0.001:50", "increase"), ("nan", "positive")])
+@pytest.mark.parametrize(
+    "lr, why",
+    [
+        ("1.2x", "not a number"),
+        (0, "positive"),
+        ("-0.01", "positive"),
+        ("", "empty"),
+        ("0.005:100, 0.001:50", "increase"),
+        ("nan", "positive"),
+    ],
+)
 def test_learning_rate_invalid(lr, why):
     problems = bad(learning_rate=lr)
     assert len(problems) == 1
     assert problems[0].startswith("learning_rate:") and why in problems[0]
 
 
-@pytest.mark.parametrize("key, value", [("max_train_steps", 0), ("train_batch_size", -1),
-                                        ("gradient_accumulation_steps", 0), ("sample_steps", 0)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("max_train_steps", 0), ("train_batch_size", -1), ("gradient_accumulation_steps", 0), ("sample_steps", 0)],
+)
 def test_must_be_positive(key, value):
     problems = bad(**{key: value})
     assert any(p.startswith(f"{key}:") and "positive" in p and str(value) in p for p in problems)
@@ -341,8 +390,9 @@ def test_mixed_precision_fp8():
     assert problems[0].startswith("mixed_precision:") and "'fp8'" in problems[0] and "bf16" in problems[0]
 
 
-@pytest.mark.parametrize("key, value", [("caption_source", "tags"), ("template_set", "poems"),
-                                        ("lr_scheduler", "onecycle")])
+@pytest.mark.parametrize(
+    "key, value", [("caption_source", "tags"), ("template_set", "poems"), ("lr_scheduler", "onecycle")]
+)
 def test_choices(key, value):
     problems = bad(**{key: value})
     assert any(p.startswith(f"{key}:") and repr(value) in p for p in problems)
@@ -387,9 +437,18 @@ def test_stage_malformed():
     assert len(problems) == 1 and problems[0].startswith("stages:")
 
 
-@pytest.mark.parametrize("key, value", [("num_vectors_per_token", "abc"), ("max_train_steps", 12.5),
-                                        ("train_batch_size", True), ("seed", "x"), ("flip_aug", "maybe"),
-                                        ("noise_offset", "lots"), ("noise_offset", [1])])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("num_vectors_per_token", "abc"),
+        ("max_train_steps", 12.5),
+        ("train_batch_size", True),
+        ("seed", "x"),
+        ("flip_aug", "maybe"),
+        ("noise_offset", "lots"),
+        ("noise_offset", [1]),
+    ],
+)
 def test_bad_types(key, value):
     problems = bad(**{key: value})
     assert len(problems) == 1
@@ -397,8 +456,16 @@ def test_bad_types(key, value):
 
 
 def test_multiple_problems_reported_together():
-    problems = problems_of({"token_string": "my style", "train_data_dir": "/d", "num_vectors_per_token": 76,
-                            "learning_rate": "1.2x", "max_train_steps": 0, "mixed_precision": "fp8"})
+    problems = problems_of(
+        {
+            "token_string": "my style",
+            "train_data_dir": "/d",
+            "num_vectors_per_token": 76,
+            "learning_rate": "1.2x",
+            "max_train_steps": 0,
+            "mixed_precision": "fp8",
+        }
+    )
     keys = ["token_string", "num_vectors_per_token", "learning_rate", "max_train_steps", "mixed_precision"]
     for key in keys:
         assert any(p.startswith(key) or f"{key} " in p for p in problems), key
@@ -426,6 +493,7 @@ def test_non_dict_config(data):
 
 
 # ---------------------------------------------------------------- files
+
 
 def test_load_config_file_missing(tmp_path):
     path = str(tmp_path / "nope.json")
@@ -466,23 +534,50 @@ def test_load_config_file_validates(tmp_path):
 
 def test_save_then_load_round_trip(tmp_path):
     config = TrainConfig(
-        train_data_dir="/data/ñandú imgs", token_string="ñandú", init_word="bird", num_vectors_per_token=4,
-        output_name="nandu_v1", output_dir="/runs/nandu", model_name_or_path="sd15.safetensors",
-        learning_rate="0.005:100, 1e-3:1000, 1e-5", lr_scheduler="cosine_with_restarts", lr_warmup_steps=20,
-        lr_scheduler_num_cycles=3, lr_scheduler_power=2.0, use_8bit_adam=True, train_batch_size=2,
-        gradient_accumulation_steps=3, max_train_steps=1500, save_every_n_steps=250, mixed_precision="bf16",
-        gradient_checkpointing=True, seed=1234, resolution=512, flip_aug=True, enable_bucket=True,
-        caption_source="templates", caption_extension=".caption", template_set="custom",
+        train_data_dir="/data/ñandú imgs",
+        token_string="ñandú",
+        init_word="bird",
+        num_vectors_per_token=4,
+        output_name="nandu_v1",
+        output_dir="/runs/nandu",
+        model_name_or_path="sd15.safetensors",
+        learning_rate="0.005:100, 1e-3:1000, 1e-5",
+        lr_scheduler="cosine_with_restarts",
+        lr_warmup_steps=20,
+        lr_scheduler_num_cycles=3,
+        lr_scheduler_power=2.0,
+        use_8bit_adam=True,
+        train_batch_size=2,
+        gradient_accumulation_steps=3,
+        max_train_steps=1500,
+        save_every_n_steps=250,
+        mixed_precision="bf16",
+        gradient_checkpointing=True,
+        seed=1234,
+        resolution=512,
+        flip_aug=True,
+        enable_bucket=True,
+        caption_source="templates",
+        caption_extension=".caption",
+        template_set="custom",
         templates=["[name] bird", "[filewords], a photo of [name]"],
         stages=[Stage(300, ["[name] painting", "[name] art"]), Stage(900, ["[name]"])],
-        noise_offset=0.05, sample_every_n_steps=100, sample_prompts=["a [name] on a branch", "[name]"],
-        sample_seed=7, sample_steps=25, save_model_as="pt", weights="/emb/old.pt", overwrite=True,
+        noise_offset=0.05,
+        sample_every_n_steps=100,
+        sample_prompts=["a [name] on a branch", "[name]"],
+        sample_seed=7,
+        sample_steps=25,
+        save_model_as="pt",
+        weights="/emb/old.pt",
+        overwrite=True,
     )
     path = tmp_path / "sub" / "cfg.json"
     save_config_file(config, str(path))
     assert path.is_file()
-    assert json.loads(path.read_text(encoding="utf-8"))["stages"][0] == {"step": 300,
-                                                                        "templates": ["[name] painting", "[name] art"]}
+    assert json.loads(path.read_text(encoding="utf-8"))["stages"][0] == {
+        "step": 300,
+        "templates": ["[name] painting", "[name] art"],
+    }
     parsed = load_config_file(str(path))
     assert parsed.config == config
     assert parsed.unknown_keys == [] and parsed.ignored_keys == {} and parsed.notes == []

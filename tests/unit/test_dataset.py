@@ -112,8 +112,8 @@ def test_rgba_composited_on_white(tmp_path):
     image.paste((0, 0, 255, 255), (0, 0, RES // 2, RES))  # opaque blue left half
     image.save(tmp_path / "alpha.png")
     pixels = load_dataset(str(tmp_path), RES).items[0].pixels
-    right = pixels[:, :, RES // 2 + 2:]
-    left = pixels[:, :, :RES // 2 - 2]
+    right = pixels[:, :, RES // 2 + 2 :]
+    left = pixels[:, :, : RES // 2 - 2]
     assert torch.allclose(right, torch.ones_like(right), atol=0.02)  # white, not red or black
     assert torch.allclose(left[2], torch.ones_like(left[2]), atol=0.02)
     assert torch.allclose(left[:2], -torch.ones_like(left[:2]), atol=0.02)
@@ -189,6 +189,7 @@ def test_folder_without_images(tmp_path):
 
 # ---------------------------------------------------------------- captions
 
+
 def write(folder, name, data: bytes):
     path = os.path.join(str(folder), name)
     with open(path, "wb") as f:
@@ -196,12 +197,15 @@ def write(folder, name, data: bytes):
     return path
 
 
-@pytest.mark.parametrize("data", [
-    "café au lait, ñandú".encode("utf-8"),
-    b"\xef\xbb\xbf" + "café au lait, ñandú".encode("utf-8"),
-    "café au lait, ñandú".encode("utf-16"),  # with BOM
-    b"\xfe\xff" + "café au lait, ñandú".encode("utf-16-be"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "café au lait, ñandú".encode("utf-8"),
+        b"\xef\xbb\xbf" + "café au lait, ñandú".encode("utf-8"),
+        "café au lait, ñandú".encode("utf-16"),  # with BOM
+        b"\xfe\xff" + "café au lait, ñandú".encode("utf-16-be"),
+    ],
+)
 def test_read_caption_unicode_encodings(tmp_path, data):
     text, _ = read_caption(write(tmp_path, "c.txt", data))
     assert text == "café au lait, ñandú"
@@ -245,8 +249,7 @@ def test_captions_matched_by_stem(tmp_path):
     write(tmp_path, "one.png.txt", b"wrong stem")
     ds = load_dataset(str(tmp_path), RES)
     captions = {os.path.basename(i.path): i.caption for i in ds.items}
-    assert captions == {"one.png": "a red cat", "two.jpg": "a blue dog", "three.webp": "a green bird",
-                        "four.png": ""}
+    assert captions == {"one.png": "a red cat", "two.jpg": "a blue dog", "three.webp": "a green bird", "four.png": ""}
     assert ds.notes == ["three.txt was read as utf-16."]
 
 

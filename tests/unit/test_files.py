@@ -9,8 +9,14 @@ import torch
 
 import lib_ti.files
 from lib_ti.errors import UserError
-from lib_ti.files import (atomic_write_bytes, load_embedding, load_optimizer_state, save_embedding,
-                          save_optimizer_state, vectors_digest)
+from lib_ti.files import (
+    atomic_write_bytes,
+    load_embedding,
+    load_optimizer_state,
+    save_embedding,
+    save_optimizer_state,
+    vectors_digest,
+)
 
 
 def sd1_vectors(n=3, d=16, seed=0):
@@ -39,6 +45,7 @@ def webui_reads(path):
 
 
 # ---------------------------------------------------------------- SD1/SD2 .safetensors
+
 
 def test_single_encoder_safetensors_has_one_tensor(tmp_path):
     vectors = sd1_vectors(3, 16)
@@ -76,6 +83,7 @@ def test_vectors_saved_as_float32_cpu_contiguous(tmp_path):
 
 # ---------------------------------------------------------------- SD1/SD2 .pt
 
+
 def test_single_encoder_pt_format(tmp_path):
     vectors = sd1_vectors(2, 8)
     path = str(tmp_path / "mystyle.pt")
@@ -101,6 +109,7 @@ def test_pt_without_metadata(tmp_path):
 
 
 # ---------------------------------------------------------------- SDXL
+
 
 def test_sdxl_safetensors_keys(tmp_path):
     vectors = sdxl_vectors(2)
@@ -131,6 +140,7 @@ def test_unknown_extension_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- load_embedding
+
 
 @pytest.mark.parametrize("ext", [".safetensors", ".pt"])
 @pytest.mark.parametrize("make", [sd1_vectors, sdxl_vectors])
@@ -213,6 +223,7 @@ def test_load_embedding_unknown_extension(tmp_path):
 
 # ---------------------------------------------------------------- atomic_write_bytes
 
+
 def test_atomic_write_creates_folders_and_writes(tmp_path):
     path = tmp_path / "a" / "b" / "file.bin"
     atomic_write_bytes(str(path), b"hello")
@@ -268,11 +279,12 @@ def test_atomic_write_unwritable_folder(tmp_path):
 
 # ---------------------------------------------------------------- optimizer state
 
+
 def trained_adamw(steps=2, seed=0):
     param = torch.nn.Parameter(torch.randn(3, 16, generator=torch.Generator().manual_seed(seed)))
     opt = torch.optim.AdamW([param], lr=0.01, betas=(0.85, 0.99), weight_decay=0.01)
     for _ in range(steps):
-        loss = (param ** 2).sum()
+        loss = (param**2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -301,7 +313,7 @@ def test_optimizer_state_round_trip(tmp_path):
     # the next step from the loaded state is the step the original optimizer takes
     for p, o in ((param, opt), (fresh_param, fresh)):
         o.zero_grad()
-        (p ** 2).sum().backward()
+        (p**2).sum().backward()
         o.step()
     assert torch.allclose(param, fresh_param, rtol=0, atol=1e-7)
 

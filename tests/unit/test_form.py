@@ -11,16 +11,40 @@ from lib_ti.form import FIELDS, config_to_values, stages_from_text, stages_to_te
 
 def full_config(**kw):
     values = dict(
-        train_data_dir="/data/imgs", token_string="mystyle", init_word="oil painting", num_vectors_per_token=6,
-        output_name="mystyle_v3", output_dir="/runs/x", model_name_or_path="sd15", learning_rate="0.005:100, 1e-3",
-        lr_scheduler="cosine", lr_warmup_steps=25, use_8bit_adam=True, train_batch_size=2,
-        gradient_accumulation_steps=4, max_train_steps=800, save_every_n_steps=200, mixed_precision="fp16",
-        gradient_checkpointing=True, seed=99, resolution=512, flip_aug=True, enable_bucket=True,
-        caption_source="both", caption_extension=".caption", template_set="custom",
+        train_data_dir="/data/imgs",
+        token_string="mystyle",
+        init_word="oil painting",
+        num_vectors_per_token=6,
+        output_name="mystyle_v3",
+        output_dir="/runs/x",
+        model_name_or_path="sd15",
+        learning_rate="0.005:100, 1e-3",
+        lr_scheduler="cosine",
+        lr_warmup_steps=25,
+        use_8bit_adam=True,
+        train_batch_size=2,
+        gradient_accumulation_steps=4,
+        max_train_steps=800,
+        save_every_n_steps=200,
+        mixed_precision="fp16",
+        gradient_checkpointing=True,
+        seed=99,
+        resolution=512,
+        flip_aug=True,
+        enable_bucket=True,
+        caption_source="both",
+        caption_extension=".caption",
+        template_set="custom",
         templates=["[name] painting", "[filewords], art by [name]"],
         stages=[Stage(200, ["[name] sketch", "a [name] drawing"]), Stage(600, ["[name]"])],
-        noise_offset=0.1, sample_every_n_steps=100, sample_prompts=["a cat by [name]", "[name] landscape"],
-        sample_seed=5, sample_steps=30, save_model_as="pt", weights="/emb/old.safetensors", overwrite=True,
+        noise_offset=0.1,
+        sample_every_n_steps=100,
+        sample_prompts=["a cat by [name]", "[name] landscape"],
+        sample_seed=5,
+        sample_steps=30,
+        save_model_as="pt",
+        weights="/emb/old.safetensors",
+        overwrite=True,
     )
     values.update(kw)
     return TrainConfig(**values)
@@ -84,12 +108,15 @@ def test_round_trip_keeps_scheduler_cycles_and_power():
 
 # ---------------------------------------------------------------- stages text
 
+
 def test_stages_text_round_trip():
     stages = [Stage(100, ["[name] a", "[name] b"]), Stage(250, ["x [name]"])]
     text = stages_to_text(stages)
     assert text == "100: [name] a | [name] b\n250: x [name]"
-    assert stages_from_text(text) == [{"step": 100, "templates": ["[name] a", "[name] b"]},
-                                      {"step": 250, "templates": ["x [name]"]}]
+    assert stages_from_text(text) == [
+        {"step": 100, "templates": ["[name] a", "[name] b"]},
+        {"step": 250, "templates": ["x [name]"]},
+    ]
 
 
 def test_stages_from_text_tolerates_spacing_and_blank_lines():
@@ -98,13 +125,16 @@ def test_stages_from_text_tolerates_spacing_and_blank_lines():
     assert stages_from_text("") == [] and stages_from_text(None) == []
 
 
-@pytest.mark.parametrize("text, number, bad_line", [
-    ("oops", 1, "oops"),
-    ("100: [name]\nstep 200: [name] art", 2, "step 200: [name] art"),
-    ("100: [name]\n\n-5: [name]", 3, "-5: [name]"),
-    ("100:", 1, "100:"),
-    ("[name] art", 1, "[name] art"),
-])
+@pytest.mark.parametrize(
+    "text, number, bad_line",
+    [
+        ("oops", 1, "oops"),
+        ("100: [name]\nstep 200: [name] art", 2, "step 200: [name] art"),
+        ("100: [name]\n\n-5: [name]", 3, "-5: [name]"),
+        ("100:", 1, "100:"),
+        ("[name] art", 1, "[name] art"),
+    ],
+)
 def test_stages_from_text_errors_name_the_line(text, number, bad_line):
     with pytest.raises(ConfigError) as info:
         stages_from_text(text)

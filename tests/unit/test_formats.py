@@ -27,13 +27,16 @@ def webui_reads(path):
     return data
 
 
-@pytest.mark.parametrize("writer,fmt", [
-    (lambda p: save_embedding(p + ".pt", {"clip_l": V}, "tok", 7), "A1111 .pt"),
-    (lambda p: safetensors.torch.save_file({"emb_params": V}, p + ".safetensors"), "kohya / A1111 .safetensors"),
-    (lambda p: safetensors.torch.save_file({"emp_params": V}, p + ".safetensors"), "OneTrainer"),
-    (lambda p: torch.save({"<tok>": V[0]}, p + ".bin"), "diffusers"),
-    (lambda p: safetensors.torch.save_file({"<tok>": V}, p + ".safetensors"), "diffusers"),
-])
+@pytest.mark.parametrize(
+    "writer,fmt",
+    [
+        (lambda p: save_embedding(p + ".pt", {"clip_l": V}, "tok", 7), "A1111 .pt"),
+        (lambda p: safetensors.torch.save_file({"emb_params": V}, p + ".safetensors"), "kohya / A1111 .safetensors"),
+        (lambda p: safetensors.torch.save_file({"emp_params": V}, p + ".safetensors"), "OneTrainer"),
+        (lambda p: torch.save({"<tok>": V[0]}, p + ".bin"), "diffusers"),
+        (lambda p: safetensors.torch.save_file({"<tok>": V}, p + ".safetensors"), "diffusers"),
+    ],
+)
 def test_single_encoder_formats_read_back(tmp_path, writer, fmt):
     base = str(tmp_path / "tok")
     writer(base)
@@ -120,7 +123,9 @@ def test_inspector_figures_on_known_vectors(tmp_path):
     assert report["vectors"] == 2 and report["metadata"]["step"] == "5"
     assert any("vector(s) 1 are over 3" in w for w in report["warnings"])
     sdxl = Reference("SDXL", {"clip_l": table, "clip_g": torch.ones(5, 6)}, spell=str)
-    assert any("loaded model is SDXL" in w for w in inspect(read_embedding(str(tmp_path / "e.safetensors")), sdxl)["warnings"])
+    assert any(
+        "loaded model is SDXL" in w for w in inspect(read_embedding(str(tmp_path / "e.safetensors")), sdxl)["warnings"]
+    )
     save_embedding(str(tmp_path / "n.safetensors"), {"clip_l": torch.full((1, 4), float("nan"))}, "n", 1)
     assert any("NaN" in w for w in inspect(read_embedding(str(tmp_path / "n.safetensors")), reference)["warnings"])
 
@@ -147,8 +152,13 @@ def test_inspect_report_html_shows_figures_warnings_and_history(tmp_path):
             return ""
 
     for step in (10, 20):
-        save_embedding(str(tmp_path / f"e-{step}.safetensors"), {"clip_l": torch.full((1, 4), step / 10)}, "e", step,
-                       {"ti_run_dir": str(tmp_path)})
+        save_embedding(
+            str(tmp_path / f"e-{step}.safetensors"),
+            {"clip_l": torch.full((1, 4), step / 10)},
+            "e",
+            step,
+            {"ti_run_dir": str(tmp_path)},
+        )
     (tmp_path / "e-log.csv").write_text("step,loss\n10,0.5\n20,0.4\n")
     html = InspectActions(Inspection()).inspect("", str(tmp_path / "e-20.safetensors"), "")
     assert "kohya / A1111 .safetensors" in html and "near word" in html and "over 3" in html

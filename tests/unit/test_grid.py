@@ -26,15 +26,18 @@ def test_strengths_parse_and_bad_values_are_named():
         parse_strengths(" , ")
 
 
-@pytest.mark.parametrize("template,strength,mode,expected", [
-    ("[name] portrait", 0.8, "emphasis", "(mystyle:0.8) portrait"),
-    ("[name] portrait", 1.0, "emphasis", "(mystyle:1) portrait"),
-    ("<lora:x:0.8> [name], (red:1.1)", 1.2, "emphasis", "<lora:x:0.8> (mystyle:1.2), (red:1.1)"),
-    ("[name] portrait", 0.8, "vectors", "mystyle portrait"),
-    ("[name] portrait", None, "emphasis", "portrait"),
-    ("beautiful [name] artwork", None, "vectors", "beautiful artwork"),
-    ("[name], oil", None, "emphasis", "oil"),
-])
+@pytest.mark.parametrize(
+    "template,strength,mode,expected",
+    [
+        ("[name] portrait", 0.8, "emphasis", "(mystyle:0.8) portrait"),
+        ("[name] portrait", 1.0, "emphasis", "(mystyle:1) portrait"),
+        ("<lora:x:0.8> [name], (red:1.1)", 1.2, "emphasis", "<lora:x:0.8> (mystyle:1.2), (red:1.1)"),
+        ("[name] portrait", 0.8, "vectors", "mystyle portrait"),
+        ("[name] portrait", None, "emphasis", "portrait"),
+        ("beautiful [name] artwork", None, "vectors", "beautiful artwork"),
+        ("[name], oil", None, "emphasis", "oil"),
+    ],
+)
 def test_prompt_building(template, strength, mode, expected):
     assert build_prompt(template, "mystyle", strength, mode) == expected
 
@@ -48,11 +51,24 @@ def test_prompt_without_placeholder_gets_the_embedding_in_front_and_says_so():
 
 def test_layout_puts_each_axis_once_and_counts_cells():
     checkpoints = [Checkpoint("100", "/a-100.safetensors"), Checkpoint("final", None)]
-    plan = plan_grid("tok", [0.8, 1.2], ["[name]", "[name] portrait", "x [name]"], checkpoints, "emphasis", True,
-                     "prompt", "checkpoint", "strength", max_images=100)
+    plan = plan_grid(
+        "tok",
+        [0.8, 1.2],
+        ["[name]", "[name] portrait", "x [name]"],
+        checkpoints,
+        "emphasis",
+        True,
+        "prompt",
+        "checkpoint",
+        "strength",
+        max_images=100,
+    )
     assert plan.shape == (3, 2, 3)
-    assert plan.labels == {"x": ["tok", "tok portrait", "x tok"], "y": ["step 100", "final"],
-                           "z": ["without", "0.8", "1.2"]}
+    assert plan.labels == {
+        "x": ["tok", "tok portrait", "x tok"],
+        "y": ["step 100", "final"],
+        "z": ["without", "0.8", "1.2"],
+    }
     assert len(plan.cells) == 18 and len({(c.x, c.y, c.z) for c in plan.cells}) == 18
     cell = next(c for c in plan.cells if (c.x, c.y, c.z) == (1, 0, 2))
     assert cell.prompt == "(tok:1.2) portrait" and cell.checkpoint.label == "100"
@@ -62,8 +78,18 @@ def test_layout_puts_each_axis_once_and_counts_cells():
 
 def test_a_grid_over_the_limit_says_how_many_images():
     with pytest.raises(UserError, match=r"would take 12 images \(3 strengths × 4 prompts × 1 checkpoints\)"):
-        plan_grid("t", [0.5, 1.0, 1.5], ["[name] a", "[name] b", "[name] c", "[name] d"], [], "emphasis", False,
-                  "strength", "prompt", "checkpoint", max_images=10)
+        plan_grid(
+            "t",
+            [0.5, 1.0, 1.5],
+            ["[name] a", "[name] b", "[name] c", "[name] d"],
+            [],
+            "emphasis",
+            False,
+            "strength",
+            "prompt",
+            "checkpoint",
+            max_images=10,
+        )
 
 
 def test_checkpoint_choice():
@@ -131,15 +157,29 @@ def backend(tmp_path):
     run_dir = tmp_path / "runs" / "tok"
     for step, value in ((10, 1.0), (20, 2.0)):
         save_embedding(str(run_dir / f"tok-{step}.safetensors"), {"clip_l": torch.full((2, 4), value)}, "tok", step)
-    loaded = LoadedEmbedding("tok", {"clip_l": torch.full((2, 4), 3.0)}, "/emb/tok.safetensors", "finalhash", 30,
-                             str(run_dir))
+    loaded = LoadedEmbedding(
+        "tok", {"clip_l": torch.full((2, 4), 3.0)}, "/emb/tok.safetensors", "finalhash", 30, str(run_dir)
+    )
     return RecordingBackend(loaded)
 
 
 def test_each_checkpoint_cell_uses_that_checkpoints_vectors_and_hash(backend):
-    result = run_grid(GridRequest(embedding="tok", strengths="1.0", prompts=["[name]"], checkpoints="all",
-                                  baseline=False, x="checkpoint", y="prompt", z="strength", width=8, height=8, seed=3),
-                      backend)
+    result = run_grid(
+        GridRequest(
+            embedding="tok",
+            strengths="1.0",
+            prompts=["[name]"],
+            checkpoints="all",
+            baseline=False,
+            x="checkpoint",
+            y="prompt",
+            z="strength",
+            width=8,
+            height=8,
+            seed=3,
+        ),
+        backend,
+    )
     hashes = {file_shorthash(f"{backend.loaded.run_dir}/tok-{s}.safetensors") for s in (10, 20)}
     assert [c[1] for c in backend.calls] == [8.0, 16.0, 24.0]  # sums of the 2x4 vectors 1, 2, 3
     assert {c[2] for c in backend.calls[:2]} == hashes and backend.calls[2][2] == "finalhash"
@@ -149,20 +189,37 @@ def test_each_checkpoint_cell_uses_that_checkpoints_vectors_and_hash(backend):
 
 
 def test_vector_mode_scales_the_vectors_and_emphasis_mode_the_prompt(backend):
-    run_grid(GridRequest(embedding="tok", strengths="0.5, 2", prompts=["[name] x"], mode="vectors", baseline=True,
-                         width=8, height=8, seed=1), backend)
+    run_grid(
+        GridRequest(
+            embedding="tok",
+            strengths="0.5, 2",
+            prompts=["[name] x"],
+            mode="vectors",
+            baseline=True,
+            width=8,
+            height=8,
+            seed=1,
+        ),
+        backend,
+    )
     assert [(c[0], c[1]) for c in backend.calls] == [("x", 24.0), ("tok x", 12.0), ("tok x", 48.0)]
     assert backend.calls[1][4]["TI strength"] == "tok vectors x0.5"
     backend.calls.clear()
-    run_grid(GridRequest(embedding="tok", strengths="0.5", prompts=["[name] x"], baseline=False, width=8, height=8,
-                         seed=1), backend)
+    run_grid(
+        GridRequest(embedding="tok", strengths="0.5", prompts=["[name] x"], baseline=False, width=8, height=8, seed=1),
+        backend,
+    )
     assert [(c[0], c[1]) for c in backend.calls] == [("(tok:0.5) x", 24.0)]
 
 
 def test_interrupt_keeps_the_cells_done(backend):
     backend.stop_after = 2
-    result = run_grid(GridRequest(embedding="tok", strengths="0.5, 1, 1.5", prompts=["[name]"], baseline=False,
-                                  width=8, height=8, seed=1), backend)
+    result = run_grid(
+        GridRequest(
+            embedding="tok", strengths="0.5, 1, 1.5", prompts=["[name]"], baseline=False, width=8, height=8, seed=1
+        ),
+        backend,
+    )
     assert result.interrupted and len(result.cells) == 2 and "Interrupted" in result.notes[-1]
     assert len(result.images) == 1
 
@@ -199,10 +256,26 @@ def test_tab_generate_reads_the_form_and_reports_errors(backend):
         return run_grid(request, backend)
 
     actions = GridActions(run, lambda: ["tok"], lambda: {"steps": 3})
-    values = {"embedding": "tok", "checkpoints": "none", "strengths": "0.5", "mode": MODE_LABELS["vectors"],
-              "baseline": False, "prompts": "[name] a\n[name] b", "x": "strength", "y": "prompt", "z": "checkpoint",
-              "negative_prompt": "", "sampler_name": "", "steps": 2.0, "cfg_scale": 7, "width": 8.0, "height": 8.0,
-              "seed": 4.0, "max_images": 10.0, "scores": False}
+    values = {
+        "embedding": "tok",
+        "checkpoints": "none",
+        "strengths": "0.5",
+        "mode": MODE_LABELS["vectors"],
+        "baseline": False,
+        "prompts": "[name] a\n[name] b",
+        "x": "strength",
+        "y": "prompt",
+        "z": "checkpoint",
+        "negative_prompt": "",
+        "sampler_name": "",
+        "steps": 2.0,
+        "cfg_scale": 7,
+        "width": 8.0,
+        "height": 8.0,
+        "seed": 4.0,
+        "max_images": 10.0,
+        "scores": False,
+    }
     gallery, html = actions.generate(*[values[f] for f in FIELDS])
     assert gallery == ["/grids/tok-4.png"] and "2 image(s), seed 4" in html
     assert seen[0].mode == "vectors" and seen[0].prompts == ["[name] a", "[name] b"] and seen[0].steps == 2
@@ -211,7 +284,18 @@ def test_tab_generate_reads_the_form_and_reports_errors(backend):
 
 
 def test_baseline_cells_are_rendered_once_per_prompt(backend):
-    result = run_grid(GridRequest(embedding="tok", strengths="1", prompts=["[name] a"], checkpoints="all",
-                                  baseline=True, width=8, height=8, seed=1), backend)
+    result = run_grid(
+        GridRequest(
+            embedding="tok",
+            strengths="1",
+            prompts=["[name] a"],
+            checkpoints="all",
+            baseline=True,
+            width=8,
+            height=8,
+            seed=1,
+        ),
+        backend,
+    )
     assert [c[0] for c in backend.calls].count("a") == 1
     assert sum(c["strength"] == "without" for c in result.cells) == 3  # still one baseline cell per checkpoint

@@ -141,8 +141,9 @@ def test_refuses_run_dir_with_checkpoints(dirs):
         plan_paths(cfg(), emb, runs, set())
     assert run_dir in str(info.value) and "checkpoints" in str(info.value)
     assert plan_paths(cfg(overwrite=True), emb, runs, set()).run_dir == run_dir
-    assert plan_paths(cfg(weights=os.path.join(run_dir, "mystyle-100.safetensors")), emb, runs, set()).run_dir \
-        == run_dir
+    assert (
+        plan_paths(cfg(weights=os.path.join(run_dir, "mystyle-100.safetensors")), emb, runs, set()).run_dir == run_dir
+    )
 
 
 def test_run_dir_with_only_other_files_is_fine(dirs):
@@ -157,9 +158,21 @@ def test_run_dir_with_only_other_files_is_fine(dirs):
 
 def test_list_checkpoints(tmp_path):
     run = str(tmp_path)
-    for name in ["n-1000.safetensors", "n-50.safetensors", "n-200.pt", "n-200.optimizer.safetensors",
-                 "n-log.csv", "n-config.json", "n-final.safetensors", "n-.safetensors", "n-10.txt",
-                 "n-x-10.safetensors", "nn-5.safetensors", "other-7.safetensors", "n.safetensors"]:
+    for name in [
+        "n-1000.safetensors",
+        "n-50.safetensors",
+        "n-200.pt",
+        "n-200.optimizer.safetensors",
+        "n-log.csv",
+        "n-config.json",
+        "n-final.safetensors",
+        "n-.safetensors",
+        "n-10.txt",
+        "n-x-10.safetensors",
+        "nn-5.safetensors",
+        "other-7.safetensors",
+        "n.safetensors",
+    ]:
         touch(os.path.join(run, name))
     assert list_checkpoints(run, "n") == [
         (50, os.path.join(run, "n-50.safetensors")),

@@ -18,11 +18,24 @@ def scorer():
     torch.manual_seed(0)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir())
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 4, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16)
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return TransformersClip(CLIPModel(config), CLIPProcessor(image_processor=images, tokenizer=tokenizer))
 
@@ -56,6 +69,8 @@ def test_best_checkpoint_and_advice():
     assert best == "200" and set(summary) == {"100", "200", "final"}
     tips = advice(["clip_l: ... a common sign of overtraining ..."], cells)
     assert any("overtrained" in t for t in tips) and any("checkpoint 200" in t for t in tips)
-    weak = [{"checkpoint": "final", "strength": s, "image_similarity": v, "text_similarity": 0.3}
-            for s, v in (("without", 0.40), ("1", 0.41))]
+    weak = [
+        {"checkpoint": "final", "strength": s, "image_similarity": v, "text_similarity": 0.3}
+        for s, v in (("without", 0.40), ("1", 0.41))
+    ]
     assert any("Weak effect" in t for t in advice([], weak))

@@ -9,6 +9,7 @@ from lib_ti.schedule import LRSchedule, parse_lr_schedule
 
 # ---------------------------------------------------------------- parse_lr_schedule
 
+
 def test_bare_number_runs_to_the_end():
     assert parse_lr_schedule("0.005", 1000) == [(0.005, 1000)]
     assert parse_lr_schedule(0.005, 1000) == [(0.005, 1000)]
@@ -62,6 +63,7 @@ def test_garbage(text):
 
 
 # ---------------------------------------------------------------- LRSchedule
+
 
 def test_piecewise_switches_at_the_step():
     s = LRSchedule("0.005:100, 1e-3:1000, 1e-5", 2000)

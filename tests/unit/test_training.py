@@ -20,8 +20,15 @@ pytestmark = pytest.mark.training
 
 
 def config(tmp_path, **overrides):
-    values = dict(train_data_dir=make_dataset(str(tmp_path / "data")), token_string="mystyle", init_word="painting",
-                  max_train_steps=4, save_every_n_steps=2, learning_rate="0.01", seed=1)
+    values = dict(
+        train_data_dir=make_dataset(str(tmp_path / "data")),
+        token_string="mystyle",
+        init_word="painting",
+        max_train_steps=4,
+        save_every_n_steps=2,
+        learning_rate="0.01",
+        seed=1,
+    )
     values.update(overrides)
     return parse_config(values).config
 
@@ -66,7 +73,9 @@ def test_a_run_writes_the_embedding_checkpoints_log_and_previews(tmp_path):
     assert list(tensors) == ["emb_params"] and tensors["emb_params"].shape == (3, 32)
     run_dir = tmp_path / "runs" / "mystyle"
     assert sorted(p.name for p in run_dir.glob("mystyle-*.safetensors") if "optimizer" not in p.name) == [
-        "mystyle-2.safetensors", "mystyle-4.safetensors"]
+        "mystyle-2.safetensors",
+        "mystyle-4.safetensors",
+    ]
     with open(run_dir / "mystyle-log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(float(r["lr"]) == 0.01 for r in rows)
@@ -94,8 +103,9 @@ def test_resume_continues_the_step_count_with_the_optimizer_state(tmp_path):
     model = tiny_model()
     first = run(tmp_path, model, max_train_steps=2)
     messages = []
-    second = run(tmp_path, model, Services(message=messages.append), max_train_steps=4, weights=first.final_path,
-                 overwrite=True)
+    second = run(
+        tmp_path, model, Services(message=messages.append), max_train_steps=4, weights=first.final_path, overwrite=True
+    )
     assert second.step == 4 and second.losses[0][0] == 3
     assert any("Loaded the optimizer state" in m for m in messages), messages
     assert any("Resuming from mystyle.safetensors at step 2" in m for m in messages)
@@ -170,8 +180,14 @@ def test_spread_init_uses_every_token(tokens, vectors):
 
 def test_cpu_says_once_that_8bit_adam_and_mixed_precision_do_not_apply(tmp_path):
     messages = []
-    result = run(tmp_path, tiny_model(), Services(message=messages.append), max_train_steps=1, use_8bit_adam=True,
-                 mixed_precision="bf16")
+    result = run(
+        tmp_path,
+        tiny_model(),
+        Services(message=messages.append),
+        max_train_steps=1,
+        use_8bit_adam=True,
+        mixed_precision="bf16",
+    )
     assert result.state == "done"
     assert sum("8-bit AdamW needs a CUDA GPU" in m for m in messages) == 1
     assert sum("applies on CUDA only" in m for m in messages) == 1

@@ -27,8 +27,13 @@ def form_values(**changes):
 
 
 def test_train_button_trains_and_reports(actions, tmp_path):
-    values = form_values(train_data_dir=make_dataset(str(tmp_path / "data")), token_string="mystyle",
-                         max_train_steps=2, sample_every_n_steps=2, save_every_n_steps=0)
+    values = form_values(
+        train_data_dir=make_dataset(str(tmp_path / "data")),
+        token_string="mystyle",
+        max_train_steps=2,
+        sample_every_n_steps=2,
+        save_every_n_steps=0,
+    )
     gallery, html = actions.train(*values)
     assert len(gallery) == 1 and gallery[0].endswith(".png")
     assert "Done" in html and "mystyle.safetensors" in html and "1 checkpoint file(s)" in html
@@ -42,13 +47,19 @@ def test_train_button_with_bad_input_shows_the_message_and_starts_nothing(action
 
 
 def test_save_then_load_round_trips_the_form(actions, tmp_path):
-    values = form_values(train_data_dir="/d", token_string="mystyle", init_word="oil painting",
-                         num_vectors_per_token=4, templates=["a [name] painting"], template_set="custom")
+    values = form_values(
+        train_data_dir="/d",
+        token_string="mystyle",
+        init_word="oil painting",
+        num_vectors_per_token=4,
+        templates=["a [name] painting"],
+        template_set="custom",
+    )
     path = str(tmp_path / "cfg.json")
     assert "Saved" in actions.save(path, *values)
     assert json.load(open(path))["num_vectors_per_token"] == 4
     loaded = actions.load(path)
-    assert loaded[:len(FIELDS)] == values and "Loaded cfg.json" in loaded[-1]
+    assert loaded[: len(FIELDS)] == values and "Loaded cfg.json" in loaded[-1]
 
 
 def test_load_reports_unknown_keys_and_bad_files(actions, tmp_path):
@@ -57,4 +68,4 @@ def test_load_reports_unknown_keys_and_bad_files(actions, tmp_path):
     assert "mystery" in actions.load(str(path))[-1]
     path.write_text("{not json")
     result = actions.load(str(path))
-    assert result[:len(FIELDS)] == [None] * len(FIELDS) and "not valid JSON" in result[-1]
+    assert result[: len(FIELDS)] == [None] * len(FIELDS) and "not valid JSON" in result[-1]
