@@ -134,6 +134,16 @@ def convert_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
     return {"path": target, "name": name, "format": file.format, "vectors": next(iter(file.vectors.values())).shape[0]}
 
 
+def _answer(service: Any, what: str, action: Callable[[], Any]) -> Any:
+    """404 when the host offers no such service; a user error becomes 422 with the message the tab would show."""
+    if service is None:
+        raise HTTPException(status_code=404, detail={"message": f"The {what} is not available here."})
+    try:
+        return action()
+    except UserError as e:
+        raise HTTPException(status_code=422, detail=error_detail(e)) from None
+
+
 def create_router(
     manager: JobManager,
     host: Host,
@@ -150,32 +160,17 @@ def create_router(
     @router.post("/inspect", responses={422: {"description": "Unreadable or unknown embedding"}})
     def inspect_embedding(body: dict[str, Any] = Body(..., description=INSPECT_DOC)) -> dict[str, Any]:
         """Format, family, vectors, norms against the model's tokens, nearest words, metadata and warnings."""
-        if inspection is None:
-            raise HTTPException(status_code=404, detail={"message": "The inspector is not available here."})
-        try:
-            return inspect_request(body, inspection)
-        except UserError as e:
-            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        return _answer(inspection, "inspector", lambda: inspect_request(body, inspection))
 
     @router.post("/convert", responses={422: {"description": "Unreadable file, or the target exists"}})
     def convert_embedding(body: dict[str, Any] = Body(..., description=CONVERT_DOC)) -> dict[str, Any]:
         """Convert any known format to the WebUI's .safetensors in its embeddings folder, keeping the metadata."""
-        if inspection is None:
-            raise HTTPException(status_code=404, detail={"message": "The converter is not available here."})
-        try:
-            return convert_request(body, inspection)
-        except UserError as e:
-            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        return _answer(inspection, "converter", lambda: convert_request(body, inspection))
 
     @router.post("/queue", responses={422: {"description": "No configs or folder"}})
     def add_to_queue(body: dict[str, Any] = Body(..., description=QUEUE_DOC)) -> dict[str, Any]:
         """Queue several trainings; they run one after another. Invalid entries are listed with their message."""
-        if queue is None:
-            raise HTTPException(status_code=404, detail={"message": "The queue is not available here."})
-        try:
-            added = queue_request(body, queue)
-        except UserError as e:
-            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        added = _answer(queue, "queue", lambda: queue_request(body, queue))
         return {"added": [dataclasses.asdict(e) for e in added], "entries": queue.snapshot()}
 
     @router.get("/queue")
@@ -186,12 +181,7 @@ def create_router(
     @router.post("/grid", responses={422: {"description": "Invalid grid settings"}})
     def test_grid(body: dict[str, Any] = Body(..., description=GRID_DOC)) -> dict[str, Any]:
         """Render a strength × prompt × checkpoint grid of an embedding through txt2img; one seed for every cell."""
-        if grid is None:
-            raise HTTPException(status_code=404, detail={"message": "The grid is not available here."})
-        try:
-            return grid_response(grid(GridRequest.from_dict(body, grid_defaults())))
-        except UserError as e:
-            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        return _answer(grid, "grid", lambda: grid_response(grid(GridRequest.from_dict(body, grid_defaults()))))
 
     @router.get("/version")
     def version() -> dict[str, str]:
