@@ -67,7 +67,8 @@ class GridActions:
         self.run, self.names, self.defaults = run, names, defaults
         self.stop = threading.Event()
 
-    def generate(self, *values: Any) -> tuple[list[Any], str]:
+    def generate(self, *values: Any) -> tuple[list[Any], list[str], str]:
+        """Gallery items (grids, then cells), each item's infotext (for Send to txt2img), and the summary."""
         data = dict(zip(FIELDS, values))
         data["prompts"] = str(data.get("prompts") or "").splitlines()
         data["mode"] = next((m for m, label in MODE_LABELS.items() if label == data.get("mode")), data.get("mode"))
@@ -78,8 +79,15 @@ class GridActions:
         try:
             result = self.run(GridRequest.from_dict(data, self.defaults()), self.stop.is_set)
         except UserError as e:
-            return [], f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
-        return list(result.paths or result.images) + [c["path"] for c in result.cells if c["path"]], grid_html(result)
+            return [], [], f'<div class="ti-trainer-msg ti-trainer-error">{html.escape(str(e))}</div>'
+        grids = list(result.paths or result.images)
+        cells = [c for c in result.cells if c["path"]]
+        first = cells[0]["infotext"] if cells else ""  # a grid sends its first cell's settings, as txt2img does
+        return (
+            grids + [c["path"] for c in cells],
+            [first] * len(grids) + [c["infotext"] for c in cells],
+            grid_html(result),
+        )
 
 
 def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_buttons: Callable | None):
@@ -137,9 +145,19 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
             stop = gr.Button("Stop after this image", elem_id=f"{ELEM}_stop", scale=1)
         gallery = gr.Gallery(label="Grid and cells", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
         info = gr.HTML(elem_id=f"{ELEM}_info")
+        infotexts = gr.State([])
+        selected_info = gr.Textbox(visible=False, elem_id=f"{ELEM}_selected_info")
         if add_send_buttons:
-            add_send_buttons(gallery)
+            add_send_buttons(gallery, selected_info)
         id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
+
+    def select(texts, evt):  # the selected item's infotext, for Send to txt2img
+        return texts[evt.index] if 0 <= evt.index < len(texts) else ""
+
+    # gradio finds the event argument by its annotation; this module's annotations are strings, so set it directly
+    select.__annotations__ = {"texts": list, "evt": gr.SelectData, "return": str}
+
+    gallery.select(fn=select, inputs=[infotexts], outputs=[selected_info])
     inputs = [
         embedding,
         checkpoints,
@@ -160,11 +178,11 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
         max_images,
         scores,
     ]
-    generate.click(
-        fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], ""]),
+    generate.click(  # the WebUI appends its timing to the last output: the HTML stays last
+        fn=wrap_gpu(lambda _id, *values: actions.generate(*values), extra_outputs=[[], [], ""]),
         _js="ti_trainer_grid_start",
         inputs=[id_task, *inputs],
-        outputs=[gallery, info],
+        outputs=[gallery, infotexts, info],
     )
     stop.click(fn=actions.stop.set, inputs=[], outputs=[])
     refresh.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[embedding])

@@ -80,11 +80,16 @@ def on_ui_tabs():
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
 
-def add_send_buttons(gallery):
-    """The WebUI's own 'Send to txt2img' for the selected cell (its infotext travels in the PNG)."""
+def add_send_buttons(gallery, infotext):
+    """The WebUI's own 'Send to txt2img' for the selected cell: its infotext fills txt2img's fields."""
     buttons = infotext_utils.create_buttons(["txt2img"])
     infotext_utils.register_paste_params_button(
-        infotext_utils.ParamBinding(paste_button=buttons["txt2img"], tabname="txt2img", source_image_component=gallery)
+        infotext_utils.ParamBinding(
+            paste_button=buttons["txt2img"],
+            tabname="txt2img",
+            source_text_component=infotext,
+            source_image_component=gallery,
+        )
     )
 
 

@@ -276,10 +276,10 @@ def test_tab_generate_reads_the_form_and_reports_errors(backend):
         "max_images": 10.0,
         "scores": False,
     }
-    gallery, html = actions.generate(*[values[f] for f in FIELDS])
-    assert gallery == ["/grids/tok-4.png"] and "2 image(s), seed 4" in html
+    gallery, infotexts, html = actions.generate(*[values[f] for f in FIELDS])
+    assert gallery == ["/grids/tok-4.png"] and len(infotexts) == 1 and "2 image(s), seed 4" in html
     assert seen[0].mode == "vectors" and seen[0].prompts == ["[name] a", "[name] b"] and seen[0].steps == 2
-    gallery, html = actions.generate(*[{**values, "strengths": "lots"}[f] for f in FIELDS])
+    gallery, _, html = actions.generate(*[{**values, "strengths": "lots"}[f] for f in FIELDS])
     assert gallery == [] and "ti-trainer-error" in html and "&#x27;lots&#x27; is not a number" in html
 
 
