@@ -323,8 +323,22 @@ class WebUIHost:
             job.messages.append(
                 "Model weights verified unchanged." if same else "WARNING: the model's weights changed!"
             )
+        if job.state == "done" and job.final_path and shared.opts.data.get("ti_trainer_grid_after_training"):
+            self._grid_after(job)
         if self.owns_state:
             shared.state.end()
+
+    def _grid_after(self, job) -> None:
+        """The optional test grid when training ends (txt2img's settings), so it is there when the user returns."""
+        from lib_ti.grid_run import GridRequest, run_grid
+
+        name = os.path.splitext(os.path.basename(job.final_path))[0]
+        try:
+            request = GridRequest.from_dict({"embedding": name, "checkpoints": ""}, txt2img_defaults())
+            paths = run_grid(request, WebUIGridBackend(self.run_root())).paths  # the queue slot is ours already
+            job.messages.append("Test grid saved: " + ", ".join(paths))
+        except UserError as e:
+            job.messages.append(f"No test grid: {e}")
 
 
 # --- the test grid: every cell through the WebUI's own txt2img -----------------------------------------------------

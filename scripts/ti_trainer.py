@@ -51,6 +51,14 @@ def on_ui_settings():
         ),
     )
     shared.opts.add_option(
+        "ti_trainer_grid_after_training",
+        shared.OptionInfo(
+            False,
+            "Render a test grid (strengths × prompts × checkpoints, txt2img's settings) when training ends",
+            section=SECTION,
+        ),
+    )
+    shared.opts.add_option(
         "ti_trainer_verify_model",
         shared.OptionInfo(
             False,
