@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lib_ti import __version__
-from lib_ti.batches import BatchSampler, LatentCache
+from lib_ti.latents import BatchSampler, LatentCache
 from lib_ti.captions import make_plan
 from lib_ti.config import TrainConfig, config_to_json
 from lib_ti.dataset import load_dataset
