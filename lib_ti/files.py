@@ -24,6 +24,14 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the process umask, so written files get the usual permissions
 
 
+def make_folder(folder: str) -> None:
+    """Create a folder, or say plainly why it cannot be (read-only disk, a file in the way, no permission)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the folder {folder!r}: {e.strerror or e}.") from None
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     folder = os.path.dirname(os.path.abspath(path)) or "."

@@ -29,6 +29,7 @@ from lib_ti.files import (
     atomic_write_bytes,
     load_embedding,
     load_optimizer_state,
+    make_folder,
     save_embedding,
     save_optimizer_state,
     weights_only_load,
@@ -129,7 +130,7 @@ def train(
     _start_vectors(run)
     if run.step >= config.max_train_steps:
         raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
-    os.makedirs(paths.run_dir, exist_ok=True)
+    make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
 
     leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
@@ -372,7 +373,7 @@ def _samples(run: _Run) -> None:
     with torch.no_grad():
         images = run.adapter.sample(prompts, config.sample_seed, config.sample_steps, (resolution, resolution))
     paths = []
-    os.makedirs(run.paths.samples_dir, exist_ok=True)
+    make_folder(run.paths.samples_dir)
     for i, image in enumerate(images):
         path = os.path.join(run.paths.samples_dir, f"{run.paths.name}-{run.step:06d}-{i}.png")
         image.save(path)

@@ -210,3 +210,10 @@ def test_early_stopping_ends_a_run_and_says_why(tmp_path):
     result = run(tmp_path, model, max_train_steps=500, early_stopping_patience=20, save_every_n_steps=0)
     assert result.state == "done" and result.step < 500 and "Early stop at step" in result.message
     assert os.path.isfile(result.final_path)
+
+
+def test_an_unusable_run_folder_is_a_clear_message_and_nothing_is_written(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="Cannot create the folder"):
+        run(tmp_path, tiny_model(), output_dir=str(tmp_path / "afile" / "run"))
+    assert not (tmp_path / "emb").exists() or not any((tmp_path / "emb").iterdir())
