@@ -113,7 +113,7 @@ def inspect_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
         raise UserError("Give an embedding name or a file path.")
     file = read_embedding(path, body.get("second_path") or None)
     report = inspect(file, inspection.reference())
-    run_dir = inspection.run_dir(name) if name else file.metadata.get("ti_run_dir", "")
+    run_dir = file.metadata.get("ti_run_dir") or (inspection.run_dir(name) if name else "")
     stem = name or os.path.splitext(os.path.basename(path))[0]
     if not name and re.fullmatch(r".+-\d+", stem):  # a checkpoint: its run's files are named after the run
         stem = stem.rsplit("-", 1)[0]

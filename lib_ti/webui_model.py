@@ -493,9 +493,10 @@ class WebUIGridBackend:
         return {}
 
     @staticmethod
-    def run_dir_of(name: str, run_root: str) -> str:
+    def run_dir_of(name: str, run_root: str, meta: dict | None = None) -> str:
         """Where the embedding's checkpoints are: recorded in its file, else the default run folder."""
-        meta = WebUIGridBackend._metadata(embedding_record(name))
+        if meta is None:
+            meta = WebUIGridBackend._metadata(embedding_record(name))
         return meta.get("ti_run_dir") or os.path.join(run_root, name)
 
     def embedding(self, name: str):
@@ -506,7 +507,7 @@ class WebUIGridBackend:
         meta = self._metadata(record)
         step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else record.step
         vectors = {k: v.detach().float().cpu() for k, v in vec.items()}
-        run_dir = meta.get("ti_run_dir") or os.path.join(self.run_root, name)
+        run_dir = self.run_dir_of(name, self.run_root, meta)
         try:
             data_dir = json.loads(meta.get("ti_settings", "{}")).get("train_data_dir", "")
         except ValueError:
@@ -673,7 +674,8 @@ class WebUIInspection:
         return record.filename
 
     def run_dir(self, name: str) -> str:
-        return WebUIGridBackend.run_dir_of(name, self.run_root) if name in existing_embedding_names() else ""
+        """The default run folder, for embeddings whose file does not record one."""
+        return os.path.join(self.run_root, name)
 
     def embeddings_dir(self) -> str:
         return embeddings_dir()

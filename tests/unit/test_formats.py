@@ -164,3 +164,25 @@ def test_inspect_report_html_shows_figures_warnings_and_history(tmp_path):
     assert "kohya / A1111 .safetensors" in html and "near word" in html and "over 3" in html
     assert html.count("<svg") == 2
     assert "Unknown embedding" in InspectActions(Inspection()).inspect("nope", "", "")
+
+
+def test_inspecting_by_name_reads_the_run_folder_from_the_file(tmp_path):
+    from lib_ti.api import inspect_request
+
+    run_dir = tmp_path / "runs" / "e"
+    save_embedding(str(run_dir / "e-5.safetensors"), {"clip_l": torch.ones(1, 4)}, "e", 5)
+    save_embedding(str(tmp_path / "e.safetensors"), {"clip_l": torch.ones(1, 4)}, "e", 5, {"ti_run_dir": str(run_dir)})
+
+    class Inspection:  # an embedding the WebUI skipped: it knows the file, nothing else
+        def reference(self):
+            return Reference("SDXL", {"clip_l": torch.eye(4), "clip_g": torch.eye(6)}, spell=str)
+
+        def embedding_path(self, name):
+            return str(tmp_path / "e.safetensors")
+
+        def run_dir(self, name):
+            raise AssertionError("the file records its run folder")
+
+    report = inspect_request({"embedding": "e"}, Inspection())
+    assert [r["step"] for r in report["history"]] == [5]
+    assert any("loaded model is SDXL" in w for w in report["warnings"])
