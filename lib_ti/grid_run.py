@@ -151,6 +151,7 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
     if request.sampler_name:
         gen["sampler_name"] = request.sampler_name
     vectors_cache: dict[str | None, tuple[dict[str, torch.Tensor], str]] = {None: (loaded.vectors, loaded.shorthash)}
+    baselines: dict[str, tuple[Image.Image, str, str]] = {}  # without the embedding, one image per prompt
     rendered: dict[Cell, tuple[Image.Image, str, str]] = {}
     interrupted = False
     for done, cell in enumerate(plan.cells):
@@ -158,7 +159,12 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
             interrupted = True
             break
         backend.progress(done, len(plan.cells), f"Cell {done + 1}/{len(plan.cells)}: {cell.prompt}")
-        rendered[cell] = _render_cell(cell, request, loaded, backend, gen, vectors_cache)
+        if cell.strength is None:  # the checkpoint does not matter there
+            if cell.prompt not in baselines:
+                baselines[cell.prompt] = backend.render(cell.prompt, gen, {})
+            rendered[cell] = baselines[cell.prompt]
+        else:
+            rendered[cell] = _render_cell(cell, request, loaded, backend, gen, vectors_cache)
     backend.progress(len(rendered), len(plan.cells), "Drawing the grid")
     result = _assemble(plan, rendered, request, backend, seed, interrupted)
     if request.scores and result.cells:
@@ -189,11 +195,7 @@ def _add_scores(result: GridResult, images: list[Image.Image], loaded: LoadedEmb
 def _render_cell(
     cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict, cache: dict
 ) -> tuple[Image.Image, str, str]:
-    if cell.strength is None:  # without the embedding the checkpoint does not matter: one image per prompt
-        key = ("baseline", cell.prompt)
-        if key not in cache:
-            cache[key] = backend.render(cell.prompt, gen, {})
-        return cache[key]
+    """A cell with the embedding: its checkpoint's vectors (read once), scaled in vector mode."""
     path = cell.checkpoint.path
     if path not in cache:
         if not os.path.isfile(path):

@@ -179,7 +179,6 @@ def _services(job: Job, host: Host) -> Services:
         should_stop=should_stop,
         message=job.messages.append,
         samples=samples,
-        checkpoint=lambda path: None,
     )
 
 

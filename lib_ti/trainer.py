@@ -63,7 +63,6 @@ class Services:
     should_stop: Callable[[], bool] = lambda: False
     message: Callable[[str], None] = lambda text: None
     samples: Callable[[int, list[Image.Image], list[str]], None] = lambda step, images, paths: None
-    checkpoint: Callable[[str], None] = lambda path: None
 
 
 @dataclass
@@ -362,7 +361,6 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
         save_embedding(run.paths.checkpoint(run.step), vectors, run.config.token_string, run.step, _metadata(run))
         run.files.append(run.paths.checkpoint(run.step))
     run.files.append(path)
-    run.services.checkpoint(path)
     return path
 
 
