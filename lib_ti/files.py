@@ -108,50 +108,12 @@ def weights_only_load(path: str) -> Any:
     return torch.serialization.load(path, map_location="cpu", weights_only=True)
 
 
-def _safe_torch_load(path: str) -> Any:
-    try:
-        data = weights_only_load(path)
-    except Exception as e:
-        raise UserError(
-            f"{os.path.basename(path)} cannot be read safely as an embedding ({type(e).__name__})."
-        ) from None
-    if data is None:
-        raise UserError(f"{os.path.basename(path)} could not be read.")
-    return data
-
-
 def load_embedding(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Vectors and metadata from a .safetensors or .pt embedding, as the WebUI would interpret them."""
-    if not os.path.isfile(path):
-        raise UserError(f"Embedding file {path!r} does not exist.")
-    metadata: dict[str, str] = {}
-    if path.endswith(".safetensors"):
-        try:
-            data: Any = safetensors.torch.load_file(path, device="cpu")
-            with safetensors.safe_open(path, framework="pt") as f:
-                metadata = dict(f.metadata() or {})
-        except Exception as e:
-            raise UserError(f"{os.path.basename(path)} is not a readable .safetensors file ({e}).") from None
-    elif path.endswith((".pt", ".bin")):
-        data = _safe_torch_load(path)
-    else:
-        raise UserError(f"{os.path.basename(path)}: embeddings are .safetensors or .pt files.")
-    return _vectors_from_data(data, os.path.basename(path)), metadata
+    """Vectors and metadata of an embedding file, read the way ``lib_ti.formats`` reads every known format."""
+    from lib_ti.formats import read_embedding  # formats builds on this module's writers
 
-
-def _vectors_from_data(data: Any, label: str) -> dict[str, torch.Tensor]:
-    if isinstance(data, dict) and "string_to_param" in data:
-        params = data["string_to_param"]
-        if len(params) != 1:
-            raise UserError(f"{label} holds {len(params)} embeddings; the WebUI loads files with one.")
-        tensor = next(iter(params.values()))
-        return {"clip_l": tensor.detach().float()}
-    if isinstance(data, dict) and "clip_l" in data and "clip_g" in data:
-        return {"clip_l": data["clip_l"].detach().float(), "clip_g": data["clip_g"].detach().float()}
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), torch.Tensor):
-        tensor = next(iter(data.values())).detach().float()
-        return {"clip_l": tensor.unsqueeze(0) if tensor.dim() == 1 else tensor}
-    raise UserError(f"{label} is not an embedding the WebUI can load (keys: {', '.join(map(str, data))[:200]}).")
+    file = read_embedding(path)
+    return file.vectors, file.metadata
 
 
 def save_optimizer_state(path: str, state: dict[str, Any], vectors: dict[str, torch.Tensor]) -> None:

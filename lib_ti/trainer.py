@@ -32,7 +32,6 @@ from lib_ti.files import (
     make_folder,
     save_embedding,
     save_optimizer_state,
-    weights_only_load,
 )
 from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
 from lib_ti.optim import make_optimizer
@@ -177,7 +176,7 @@ def _start_vectors(run: _Run) -> None:
                 f"{adapter.family} model (width {adapter.embedding_dims})."
             )
         run.vectors = {k: v.clone() for k, v in vectors.items()}
-        run.step = int(meta.get("step") or meta.get("ti_step") or 0) if meta else _pt_step(config.weights)
+        run.step = int(meta.get("step") or meta.get("ti_step") or 0)
         count = next(iter(vectors.values())).shape[0]
         if count != config.num_vectors_per_token:
             run.say(
@@ -188,14 +187,6 @@ def _start_vectors(run: _Run) -> None:
         return
     run.vectors, note = init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     run.say(note)
-
-
-def _pt_step(path: str) -> int:
-    try:
-        data = weights_only_load(path)
-        return int(data.get("step") or 0) if isinstance(data, dict) else 0
-    except Exception:
-        return 0
 
 
 def _load_optimizer(run: _Run) -> None:
