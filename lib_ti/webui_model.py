@@ -329,16 +329,21 @@ class WebUIHost:
             shared.state.end()
 
     def _grid_after(self, job) -> None:
-        """The optional test grid when training ends (txt2img's settings), so it is there when the user returns."""
-        from lib_ti.grid_run import GridRequest, run_grid
-
-        name = os.path.splitext(os.path.basename(job.final_path))[0]
+        """The optional test grid when training ends, so it is there when the user returns."""
         try:
-            request = GridRequest.from_dict({"embedding": name, "checkpoints": ""}, txt2img_defaults())
-            paths = run_grid(request, WebUIGridBackend(self.run_root())).paths  # the queue slot is ours already
+            paths = grid_after_training(job.final_path, self.run_root(), "", owns_state=False)  # our queue slot
             job.messages.append("Test grid saved: " + ", ".join(paths))
         except UserError as e:
             job.messages.append(f"No test grid: {e}")
+
+
+def grid_after_training(final_path: str, run_root: str, checkpoints: str, owns_state: bool) -> list[str]:
+    """A test grid of a freshly trained embedding: txt2img's settings, the default strengths and prompts."""
+    from lib_ti.grid_run import GridRequest
+
+    name = os.path.splitext(os.path.basename(final_path))[0]
+    request = GridRequest.from_dict({"embedding": name, "checkpoints": checkpoints}, txt2img_defaults())
+    return run_grid_queued(request, run_root, owns_state).paths
 
 
 # --- the test grid: every cell through the WebUI's own txt2img -----------------------------------------------------

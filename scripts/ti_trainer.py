@@ -10,7 +10,6 @@ from lib_ti.api import basic_auth, create_router
 from lib_ti.batch import BatchQueue, job_runner
 from lib_ti.config import TrainConfig
 from lib_ti.form import config_to_values
-from lib_ti.grid_run import GridRequest
 from lib_ti.jobs import JobManager
 from lib_ti.ui import TabActions, build_tab
 from lib_ti.ui_batch import QueueActions
@@ -22,14 +21,11 @@ manager = JobManager()
 api_host = webui_model.WebUIHost(owns_state=True)
 
 
-def grid_after_training(entry):
-    """The queue's optional test grid: the txt2img tab's settings, the default strengths and prompts."""
-    name = os.path.splitext(os.path.basename(entry.final_path))[0]
-    request = GridRequest.from_dict({"embedding": name}, webui_model.txt2img_defaults())
-    return webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True).paths
-
-
-batch_queue = BatchQueue(manager, job_runner(manager, api_host, webui_model.WebUIModel), grid_after_training)
+batch_queue = BatchQueue(
+    manager,
+    job_runner(manager, api_host, webui_model.WebUIModel),
+    lambda entry: webui_model.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
+)
 
 
 def on_ui_settings():
