@@ -5,26 +5,27 @@ import os
 from modules import call_queue, infotext_utils, script_callbacks, shared
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
-from lib_ti import webui_model
-from lib_ti.api import basic_auth, create_router
-from lib_ti.batch import BatchQueue, job_runner
-from lib_ti.config import TrainConfig
-from lib_ti.form import config_to_values
-from lib_ti.jobs import JobManager
-from lib_ti.ui import TabActions, build_tab
-from lib_ti.ui_batch import QueueActions
-from lib_ti.ui_grid import GridActions
-from lib_ti.ui_inspect import InspectActions
+from lib_ti import hosts
+from lib_ti.api.routes import basic_auth, create_router
+from lib_ti.jobs.queue import BatchQueue, job_runner
+from lib_ti.training.config import TrainConfig
+from lib_ti.ui.form import config_to_values
+from lib_ti.jobs.manager import JobManager
+from lib_ti.ui.tab import TabActions, build_tab
+from lib_ti.ui.queue_section import QueueActions
+from lib_ti.ui.grid_section import GridActions
+from lib_ti.ui.inspect_section import InspectActions
 
+webui = hosts.detect()
 SECTION = ("ti_trainer", "TI Trainer")
 manager = JobManager()
-api_host = webui_model.WebUIHost(owns_state=True)
+api_host = webui.WebUIHost(owns_state=True)
 
 
 batch_queue = BatchQueue(
     manager,
-    job_runner(manager, api_host, webui_model.WebUIModel),
-    lambda entry: webui_model.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
+    job_runner(manager, api_host, webui.WebUIModel),
+    lambda entry: webui.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
 )
 
 
@@ -65,12 +66,12 @@ def on_ui_settings():
 
 
 def on_ui_tabs():
-    host = webui_model.WebUIHost(owns_state=False)
-    actions = TabActions(manager, host, webui_model.WebUIModel, shared.state.interrupt)
+    host = webui.WebUIHost(owns_state=False)
+    actions = TabActions(manager, host, webui.WebUIModel, shared.state.interrupt)
     grid_actions = GridActions(
-        run=lambda request, stop: webui_model.run_grid_queued(request, host.run_root(), False, stop),
-        names=lambda: sorted(webui_model.existing_embedding_names()),
-        defaults=webui_model.txt2img_defaults,
+        run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),
+        names=lambda: sorted(webui.existing_embedding_names()),
+        defaults=webui.txt2img_defaults,
     )
     tab = build_tab(
         actions,
@@ -78,7 +79,7 @@ def on_ui_tabs():
         config_to_values(TrainConfig()),
         grid_actions,
         add_send_buttons,
-        InspectActions(webui_model.WebUIInspection(host.run_root())),
+        InspectActions(webui.WebUIInspection(host.run_root())),
         QueueActions(batch_queue),
     )
     return [(tab, "TI Trainer", "ti_trainer_tab")]
@@ -103,19 +104,19 @@ def on_app_started(_demo, app):
         create_router(
             manager,
             api_host,
-            webui_model.WebUIModel,
+            webui.WebUIModel,
             shared.state.interrupt,
             dependencies,
-            grid=lambda request: webui_model.run_grid_queued(request, api_host.run_root(), owns_state=True),
-            grid_defaults=webui_model.txt2img_defaults,
-            inspection=webui_model.WebUIInspection(api_host.run_root()),
+            grid=lambda request: webui.run_grid_queued(request, api_host.run_root(), owns_state=True),
+            grid_defaults=webui.txt2img_defaults,
+            inspection=webui.WebUIInspection(api_host.run_root()),
             queue=batch_queue,
         )
     )
 
 
 def on_before_ui():
-    print(webui_model.add_xyz_axes())
+    print(webui.add_xyz_axes())
 
 
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -30,7 +30,7 @@ def tiny_model(**kwargs) -> TinySD:
 
 
 class FolderHost:
-    """lib_ti.jobs.Host over temporary folders; records what the WebUI would have been told."""
+    """lib_ti.jobs.manager.Host over temporary folders; records what the WebUI would have been told."""
 
     def __init__(self, root: str):
         self.root = root

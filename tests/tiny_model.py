@@ -13,7 +13,7 @@ import tempfile
 import torch
 from PIL import Image
 
-from lib_ti.model import TrainOptions, default_autocast
+from lib_ti.training.model import TrainOptions, default_autocast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKENIZER_GLOB = os.path.join(

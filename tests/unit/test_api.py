@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.api import basic_auth, create_router
-from lib_ti.jobs import JobManager
+from lib_ti.api.routes import basic_auth, create_router
+from lib_ti.jobs.manager import JobManager
 
 pytestmark = pytest.mark.training
 

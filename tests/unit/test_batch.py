@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.api import create_router
-from lib_ti.batch import BatchQueue, folder_configs, job_runner, queue_request
+from lib_ti.api.routes import create_router
+from lib_ti.jobs.queue import BatchQueue, folder_configs, job_runner, queue_request
 from lib_ti.errors import UserError
-from lib_ti.jobs import JobManager
+from lib_ti.jobs.manager import JobManager
 
 pytestmark = pytest.mark.training
 

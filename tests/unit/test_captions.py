@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from lib_ti.captions import (
+from lib_ti.training.captions import (
     OBJECT_TEMPLATES,
     STYLE_TEMPLATES,
     CaptionPlan,

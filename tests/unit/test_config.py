@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lib_ti.config import (
+from lib_ti.training.config import (
     ParsedConfig,
     Stage,
     TrainConfig,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_ti.dataset import bucket_sizes, choose_size, load_dataset, read_caption
+from lib_ti.training.dataset import bucket_sizes, choose_size, load_dataset, read_caption
 from lib_ti.errors import UserError
 
 RES = 64

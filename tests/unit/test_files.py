@@ -7,9 +7,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-import lib_ti.files
+import lib_ti.embeddings.files
 from lib_ti.errors import UserError
-from lib_ti.files import (
+from lib_ti.embeddings.files import (
     atomic_write_bytes,
     load_embedding,
     load_optimizer_state,
@@ -244,7 +244,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lib_ti.files.os, "replace", full_disk)
+    monkeypatch.setattr(lib_ti.embeddings.files.os, "replace", full_disk)
     with pytest.raises(UserError) as info:
         atomic_write_bytes(str(path), b"new contents")
     monkeypatch.undo()
@@ -263,7 +263,7 @@ def test_atomic_write_failure_in_save_embedding(tmp_path, monkeypatch):
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lib_ti.files.os, "replace", full_disk)
+    monkeypatch.setattr(lib_ti.embeddings.files.os, "replace", full_disk)
     with pytest.raises(UserError):
         save_embedding(path, sd1_vectors(seed=2), "emb", 2)
     monkeypatch.undo()

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from lib_ti.config import Stage, TrainConfig, parse_config
+from lib_ti.training.config import Stage, TrainConfig, parse_config
 from lib_ti.errors import ConfigError
-from lib_ti.form import FIELDS, config_to_values, stages_from_text, stages_to_text, values_to_dict
+from lib_ti.ui.form import FIELDS, config_to_values, stages_from_text, stages_to_text, values_to_dict
 
 
 def full_config(**kw):

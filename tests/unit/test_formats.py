@@ -12,9 +12,9 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from lib_ti.errors import UserError
-from lib_ti.files import save_embedding
-from lib_ti.formats import convert, read_embedding
-from lib_ti.inspector import Reference, history, inspect
+from lib_ti.embeddings.files import save_embedding
+from lib_ti.embeddings.formats import convert, read_embedding
+from lib_ti.embeddings.inspector import Reference, history, inspect
 
 V = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 10
 G = torch.arange(18, dtype=torch.float32).reshape(3, 6) / 10
@@ -139,7 +139,7 @@ def test_history_of_a_run(tmp_path):
 
 
 def test_inspect_report_html_shows_figures_warnings_and_history(tmp_path):
-    from lib_ti.ui_inspect import InspectActions
+    from lib_ti.ui.inspect_section import InspectActions
 
     class Inspection:
         def reference(self):
@@ -167,7 +167,7 @@ def test_inspect_report_html_shows_figures_warnings_and_history(tmp_path):
 
 
 def test_inspecting_by_name_reads_the_run_folder_from_the_file(tmp_path):
-    from lib_ti.api import inspect_request
+    from lib_ti.api.routes import inspect_request
 
     run_dir = tmp_path / "runs" / "e"
     save_embedding(str(run_dir / "e-5.safetensors"), {"clip_l": torch.ones(1, 4)}, "e", 5)

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from lib_ti.errors import UserError
-from lib_ti.files import save_embedding
-from lib_ti.grid import Checkpoint, build_prompt, check_prompts, parse_strengths, pick_checkpoints, plan_grid
-from lib_ti.grid_image import draw_grid
-from lib_ti.grid_run import GridRequest, LoadedEmbedding, file_shorthash, run_grid
+from lib_ti.embeddings.files import save_embedding
+from lib_ti.grid.plan import Checkpoint, build_prompt, check_prompts, parse_strengths, pick_checkpoints, plan_grid
+from lib_ti.grid.image import draw_grid
+from lib_ti.grid.run import GridRequest, LoadedEmbedding, file_shorthash, run_grid
 
 
 def test_strengths_parse_and_bad_values_are_named():
@@ -236,7 +236,7 @@ def test_bad_requests_are_refused_with_a_message(backend):
 
 
 def test_prompt_rewrites_for_the_xyz_axes():
-    from lib_ti.grid import names_in_prompt, rename, reweight
+    from lib_ti.grid.plan import names_in_prompt, rename, reweight
 
     prompt = "mystyle portrait, (mystyle-old:1.1), other"
     assert names_in_prompt(prompt, ["mystyle", "mystyle-old", "missing"]) == ["mystyle", "mystyle-old"]
@@ -246,8 +246,8 @@ def test_prompt_rewrites_for_the_xyz_axes():
 
 
 def test_tab_generate_reads_the_form_and_reports_errors(backend):
-    from lib_ti.grid import MODE_LABELS
-    from lib_ti.ui_grid import FIELDS, GridActions
+    from lib_ti.grid.plan import MODE_LABELS
+    from lib_ti.ui.grid_section import FIELDS, GridActions
 
     seen = []
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from lib_ti.config import TrainConfig
+from lib_ti.training.config import TrainConfig
 from lib_ti.errors import UserError
-from lib_ti.paths import existing_embedding_files, list_checkpoints, plan_paths
+from lib_ti.training.paths import existing_embedding_files, list_checkpoints, plan_paths
 
 
 def cfg(**kw):

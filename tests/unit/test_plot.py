@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from lib_ti.plot import loss_svg, smooth
+from lib_ti.ui.plot import loss_svg, smooth
 
 PLACEHOLDER = "The loss curve appears after two steps."
 

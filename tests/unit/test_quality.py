@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_ti.quality import TransformersClip, advice, best_checkpoint, prompt_without, score_cells
+from lib_ti.grid.quality import TransformersClip, advice, best_checkpoint, prompt_without, score_cells
 from tiny_model import tokenizer_dir
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lib_ti.schedule import LRSchedule, parse_lr_schedule
+from lib_ti.training.schedule import LRSchedule, parse_lr_schedule
 
 
 # ---------------------------------------------------------------- parse_lr_schedule

@@ -10,11 +10,11 @@ import safetensors.torch
 import torch
 
 from helpers import make_dataset, tiny_model
-from lib_ti.config import parse_config
+from lib_ti.training.config import parse_config
 from lib_ti.errors import UserError
-from lib_ti.files import load_embedding
-from lib_ti.model import TrainOptions, init_vectors, spread_init
-from lib_ti.trainer import Services, diffusion_loss, train
+from lib_ti.embeddings.files import load_embedding
+from lib_ti.training.model import TrainOptions, init_vectors, spread_init
+from lib_ti.training.trainer import Services, diffusion_loss, train
 
 pytestmark = pytest.mark.training
 
@@ -194,7 +194,7 @@ def test_cpu_says_once_that_8bit_adam_and_mixed_precision_do_not_apply(tmp_path)
 
 
 def test_early_stop_waits_for_the_smoothed_loss_to_stall():
-    from lib_ti.early_stop import EarlyStop
+    from lib_ti.training.early_stop import EarlyStop
 
     stop = EarlyStop(patience=50, min_delta=0.001)
     falling = [stop.update(step, 1.0 - step * 0.002) for step in range(1, 201)]

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.config import TrainConfig
-from lib_ti.form import FIELDS, config_to_values
-from lib_ti.jobs import JobManager
-from lib_ti.ui import TabActions
+from lib_ti.training.config import TrainConfig
+from lib_ti.ui.form import FIELDS, config_to_values
+from lib_ti.jobs.manager import JobManager
+from lib_ti.ui.tab import TabActions
 
 pytestmark = pytest.mark.training
 

@@ -18,10 +18,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from lib_ti.config import parse_config
-from lib_ti.dataset import IMAGE_EXTENSIONS
+from lib_ti.training.config import parse_config
+from lib_ti.training.dataset import IMAGE_EXTENSIONS
 from lib_ti.errors import UserError
-from lib_ti.jobs import Busy, Job, JobManager
+from lib_ti.jobs.manager import Busy, Job, JobManager
 
 log = logging.getLogger(__name__)
 FOLDER_CONFIG = "ti_trainer.json"
@@ -138,7 +138,7 @@ class BatchQueue:
 
 def job_runner(manager: JobManager, host, adapter_factory) -> Callable[[Job, Any], None]:
     """Run one queued job like the API does: checks first (a failure ends that job, not the queue), then train."""
-    from lib_ti.jobs import preflight
+    from lib_ti.jobs.manager import preflight
 
     def run(job: Job, parsed) -> None:
         try:

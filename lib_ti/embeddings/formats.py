@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from lib_ti.errors import UserError
-from lib_ti.files import save_embedding, weights_only_load
+from lib_ti.embeddings.files import save_embedding, weights_only_load
 
 
 @dataclass

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib_ti.captions import check_templates
+from lib_ti.training.captions import check_templates
 from lib_ti.errors import ConfigError
-from lib_ti.schedule import parse_lr_schedule
+from lib_ti.training.schedule import parse_lr_schedule
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CAPTION_SOURCES = ("captions", "templates", "both")
@@ -430,6 +430,6 @@ def config_to_json(config: TrainConfig) -> str:
 
 
 def save_config_file(config: TrainConfig, path: str) -> None:
-    from lib_ti.files import atomic_write_bytes
+    from lib_ti.embeddings.files import atomic_write_bytes
 
     atomic_write_bytes(path, config_to_json(config).encode("utf-8"))

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lib_ti.config import (
+from lib_ti.training.config import (
     CAPTION_SOURCES,
     LR_SCHEDULERS,
     MIXED_PRECISION,

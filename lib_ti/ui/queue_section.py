@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any
 
-from lib_ti.batch import BatchQueue, queue_request
+from lib_ti.jobs.queue import BatchQueue, queue_request
 from lib_ti.errors import UserError
 
 ELEM = "ti_trainer_queue"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from lib_ti.api import convert_request, inspect_request
+from lib_ti.api.routes import convert_request, inspect_request
 from lib_ti.errors import UserError
-from lib_ti.plot import loss_svg
+from lib_ti.ui.plot import loss_svg
 
 ELEM = "ti_trainer_inspect"
 

@@ -7,8 +7,8 @@ import threading
 from typing import Any, Callable
 
 from lib_ti.errors import UserError
-from lib_ti.grid import AXES, DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODE_LABELS, MODES
-from lib_ti.grid_run import GridRequest, GridResult
+from lib_ti.grid.plan import AXES, DEFAULT_PROMPTS, DEFAULT_STRENGTHS, MODE_LABELS, MODES
+from lib_ti.grid.run import GridRequest, GridResult
 
 ELEM = "ti_trainer_grid"
 FIELDS = (

@@ -13,12 +13,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
-from lib_ti.config import ParsedConfig, TrainConfig
-from lib_ti.dataset import list_images
+from lib_ti.training.config import ParsedConfig, TrainConfig
+from lib_ti.training.dataset import list_images
 from lib_ti.errors import UserError
-from lib_ti.model import ModelAdapter, init_vectors
-from lib_ti.paths import plan_paths
-from lib_ti.trainer import Services, StepRecord, train
+from lib_ti.training.model import ModelAdapter, init_vectors
+from lib_ti.training.paths import plan_paths
+from lib_ti.training.trainer import Services, StepRecord, train
 
 log = logging.getLogger(__name__)
 

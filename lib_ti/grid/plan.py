@@ -1,6 +1,6 @@
 """The test grid: strengths × prompts × checkpoints, laid out on X, Y and Z, one seed for every cell.
 
-Pure logic (parsing, prompt building, layout); ``lib_ti.webui_model`` renders the cells through txt2img.
+Pure logic (parsing, prompt building, layout); ``lib_ti.hosts`` render the cells through txt2img.
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ import html
 import os
 from typing import Any, Callable
 
-from lib_ti.config import load_config_file, parse_config, save_config_file
+from lib_ti.training.config import load_config_file, parse_config, save_config_file
 from lib_ti.errors import UserError
-from lib_ti.form import FIELDS, GROUPS, config_to_values, values_to_dict
-from lib_ti.jobs import Host, Job, JobManager, no_lock, preflight
-from lib_ti.model import ModelAdapter
-from lib_ti.ui_batch import QueueActions, build_queue_section
-from lib_ti.ui_grid import GridActions, build_test_section
-from lib_ti.ui_inspect import InspectActions, build_inspect_section
+from lib_ti.ui.form import FIELDS, GROUPS, config_to_values, values_to_dict
+from lib_ti.jobs.manager import Host, Job, JobManager, no_lock, preflight
+from lib_ti.training.model import ModelAdapter
+from lib_ti.ui.queue_section import QueueActions, build_queue_section
+from lib_ti.ui.grid_section import GridActions, build_test_section
+from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
 
 ELEM = "ti_trainer"
 

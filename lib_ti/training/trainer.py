@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lib_ti import __version__
-from lib_ti.latents import BatchSampler, LatentCache
-from lib_ti.captions import make_plan
-from lib_ti.config import TrainConfig, config_to_json
-from lib_ti.dataset import load_dataset
-from lib_ti.early_stop import EarlyStop
+from lib_ti.training.latents import BatchSampler, LatentCache
+from lib_ti.training.captions import make_plan
+from lib_ti.training.config import TrainConfig, config_to_json
+from lib_ti.training.dataset import load_dataset
+from lib_ti.training.early_stop import EarlyStop
 from lib_ti.errors import UserError
-from lib_ti.files import (
+from lib_ti.embeddings.files import (
     atomic_write_bytes,
     load_embedding,
     load_optimizer_state,
@@ -33,10 +33,10 @@ from lib_ti.files import (
     save_embedding,
     save_optimizer_state,
 )
-from lib_ti.model import ModelAdapter, TrainOptions, init_vectors
-from lib_ti.optim import make_optimizer
-from lib_ti.paths import RunPaths, plan_paths
-from lib_ti.schedule import LRSchedule
+from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors
+from lib_ti.training.optim import make_optimizer
+from lib_ti.training.paths import RunPaths, plan_paths
+from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 

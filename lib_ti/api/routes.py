@@ -17,15 +17,15 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from lib_ti import __version__
-from lib_ti.batch import BatchQueue, queue_request
-from lib_ti.config import parse_config, validate_token
+from lib_ti.jobs.queue import BatchQueue, queue_request
+from lib_ti.training.config import parse_config, validate_token
 from lib_ti.errors import ConfigError, UserError
-from lib_ti.formats import convert, read_embedding
-from lib_ti.grid_run import GridRequest, GridResult
-from lib_ti.inspector import history, inspect
-from lib_ti.jobs import Busy, Host, JobManager, preflight
-from lib_ti.model import ModelAdapter
-from lib_ti.plot import loss_svg
+from lib_ti.embeddings.formats import convert, read_embedding
+from lib_ti.grid.run import GridRequest, GridResult
+from lib_ti.embeddings.inspector import history, inspect
+from lib_ti.jobs.manager import Busy, Host, JobManager, preflight
+from lib_ti.training.model import ModelAdapter
+from lib_ti.ui.plot import loss_svg
 
 PREFIX = "/ti-trainer/v1"
 

@@ -109,8 +109,8 @@ def weights_only_load(path: str) -> Any:
 
 
 def load_embedding(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Vectors and metadata of an embedding file, read the way ``lib_ti.formats`` reads every known format."""
-    from lib_ti.formats import read_embedding  # formats builds on this module's writers
+    """Vectors and metadata of an embedding file, read the way ``lib_ti.embeddings.formats`` reads every known format."""
+    from lib_ti.embeddings.formats import read_embedding  # formats builds on this module's writers
 
     file = read_embedding(path)
     return file.vectors, file.metadata

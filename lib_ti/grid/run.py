@@ -14,10 +14,10 @@ from typing import Any, ContextManager, Protocol
 import torch
 from PIL import Image
 
-from lib_ti.dataset import list_images, open_image
+from lib_ti.training.dataset import list_images, open_image
 from lib_ti.errors import UserError
-from lib_ti.files import load_embedding
-from lib_ti.grid import (
+from lib_ti.embeddings.files import load_embedding
+from lib_ti.grid.plan import (
     DEFAULT_PROMPTS,
     DEFAULT_STRENGTHS,
     MODES,
@@ -28,9 +28,9 @@ from lib_ti.grid import (
     pick_checkpoints,
     plan_grid,
 )
-from lib_ti.grid_image import GridGeometry, draw_grid
-from lib_ti.paths import list_checkpoints
-from lib_ti.quality import advice, score_cells
+from lib_ti.grid.image import GridGeometry, draw_grid
+from lib_ti.training.paths import list_checkpoints
+from lib_ti.grid.quality import advice, score_cells
 
 
 @dataclass

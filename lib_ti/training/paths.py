@@ -10,7 +10,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from lib_ti.config import TrainConfig
+from lib_ti.training.config import TrainConfig
 from lib_ti.errors import UserError
 
 EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")

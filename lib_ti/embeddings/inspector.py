@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from lib_ti.formats import EmbeddingFile
-from lib_ti.paths import list_checkpoints
+from lib_ti.embeddings.formats import EmbeddingFile
+from lib_ti.training.paths import list_checkpoints
 
 HIGH_NORM = 3.0  # × the model's average token norm: a common sign of overtraining
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lib_ti.captions import CaptionPlan
-from lib_ti.dataset import Dataset
+from lib_ti.training.captions import CaptionPlan
+from lib_ti.training.dataset import Dataset
 
 
 @dataclass

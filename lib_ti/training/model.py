@@ -1,6 +1,6 @@
 """The small interface the trainer needs from a model, and vector initialisation from an init word.
 
-``lib_ti.webui_model`` implements it on the WebUI's loaded model; tests implement it on tiny real networks.
+``lib_ti.hosts`` implements it on the WebUI's loaded model; tests implement it on tiny real networks.
 """
 
 from __future__ import annotations
