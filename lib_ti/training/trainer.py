@@ -218,49 +218,120 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
     scaler = (
         torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
     )
-    start_step, started = run.step, time.time()
-    last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
-    early = (
-        EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta)
-        if config.early_stopping_patience
-        else None
-    )
+    steps = _Steps(run)
     while run.step < config.max_train_steps:
         if services.should_stop():
-            return "interrupted", f"Interrupted at step {run.step}; the embedding was saved as it was."
+            end = steps.read()
+            return end or ("interrupted", f"Interrupted at step {run.step}; the embedding was saved as it was.")
         lr = schedule.rate(run.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         loss, prompt = _accumulate(run, sampler, alphas, scaler)
-        if not math.isfinite(loss):
-            _restore(run, last_good)
-            return "failed", (
-                f"The loss became {loss} at step {run.step + 1}, so training stopped and kept the last "
-                f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'."
-            )
         _optimizer_step(run, scaler)
-        if not all(torch.isfinite(v).all() for v in run.vectors.values()):
-            _restore(run, last_good)
-            return "failed", (
-                f"The vectors became non-finite at step {run.step + 1}; the last finite ones "
-                f"(step {run.step}) were kept. Try a lower learning_rate."
-            )
         run.step += 1
-        last_good = {k: v.detach().clone() for k, v in run.vectors.items()}
-        run.losses.append((run.step, loss))
-        _log_step(run, loss, lr)
-        elapsed = time.time() - started
-        eta = elapsed / (run.step - start_step) * (config.max_train_steps - run.step)
-        services.progress(StepRecord(run.step, config.max_train_steps, loss, lr, elapsed, eta, prompt))
-        _periodic(run)
-        reason = early.update(run.step, loss) if early else None
-        if reason:
-            return "done", reason
+        steps.add(loss, lr, prompt)
+        if steps.due():
+            end = steps.read()
+            if end:
+                return end
     return "done", f"Trained {run.config.token_string!r} to step {run.step}."
 
 
-def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[float, str]:
-    """Forward and backward over gradient_accumulation_steps batches; the mean loss and one prompt."""
+# On CUDA the host reads the losses back (one sync, which stalls the GPU's queue) every this many steps, or sooner
+# when READBACK_SECONDS have passed or a checkpoint, preview or the last step is due; elsewhere every step.
+READBACK_EVERY = {"cuda": 16}
+READBACK_SECONDS = 2.0
+
+
+@dataclass
+class _Pending:
+    step: int
+    check: torch.Tensor  # [loss, vectors all finite], still on the device
+    lr: float
+    prompt: str
+    vectors: dict[str, torch.Tensor]  # a copy of the vectors after this step
+
+
+class _Steps:
+    """Steps done on the device, read back in batches; then each is checked, logged and reported in order.
+
+    A non-finite loss or vector found in a batch puts the vectors back to the step before it; an early stop puts
+    them back to the step it names. Either way the run ends at that step, as if each step had been read at once.
+    """
+
+    def __init__(self, run: _Run):
+        config = run.config
+        self.run, self.every = run, READBACK_EVERY.get(run.adapter.device.type, 1)
+        self.pending: list[_Pending] = []
+        self.good = {k: v.detach().clone() for k, v in run.vectors.items()}  # after the last step read back
+        self.start_step, self.started = run.step, time.time()
+        self.read_at = self.started
+        self.early = (
+            EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta)
+            if config.early_stopping_patience
+            else None
+        )
+
+    def add(self, loss: torch.Tensor, lr: float, prompt: str) -> None:
+        vectors = {k: v.detach().clone() for k, v in self.run.vectors.items()}
+        finite = torch.stack([torch.isfinite(v).all() for v in vectors.values()]).all()
+        check = torch.stack([loss.detach().float().reshape(()), finite.float()])
+        self.pending.append(_Pending(self.run.step, check, lr, prompt, vectors))
+
+    def due(self) -> bool:
+        step, config = self.run.step, self.run.config
+        return (
+            len(self.pending) >= self.every
+            or time.time() - self.read_at >= READBACK_SECONDS
+            or step >= config.max_train_steps
+            or any(n and step % n == 0 for n in (config.save_every_n_steps, config.sample_every_n_steps))
+        )
+
+    def read(self) -> tuple[str, str] | None:
+        """Read the pending steps back; (state, message) when the run ends at one of them."""
+        run, config = self.run, self.run.config
+        values = torch.stack([p.check for p in self.pending]).tolist() if self.pending else []  # the one sync
+        pending, self.pending, self.read_at = self.pending, [], time.time()
+        for p, (loss, finite) in zip(pending, values):
+            if not math.isfinite(loss) or not finite:
+                self._end_at(p.step - 1, self.good)
+                if not math.isfinite(loss):
+                    return "failed", (
+                        f"The loss became {loss} at step {p.step}, so training stopped and kept the last "
+                        f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'."
+                    )
+                return "failed", (
+                    f"The vectors became non-finite at step {p.step}; the last finite ones "
+                    f"(step {run.step}) were kept. Try a lower learning_rate."
+                )
+            self.good = p.vectors
+            run.losses.append((p.step, loss))
+            _log_step(run, p.step, loss, p.lr)
+            elapsed = time.time() - self.started
+            eta = elapsed / (p.step - self.start_step) * (config.max_train_steps - p.step)
+            run.services.progress(StepRecord(p.step, config.max_train_steps, loss, p.lr, elapsed, eta, p.prompt))
+            if p.step == run.step:
+                _periodic(run)
+            reason = self.early.update(p.step, loss) if self.early else None
+            if reason:
+                self._end_at(p.step, p.vectors)
+                return "done", reason
+        return None
+
+    def _end_at(self, step: int, vectors: dict[str, torch.Tensor]) -> None:
+        _restore(self.run, vectors)
+        self.run.step = step
+        optimizer = self.run.optimizer
+        if any(
+            torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()
+            for state in optimizer.state.values()
+            for t in state.values()
+        ):
+            optimizer.state.clear()  # stepped with a non-finite gradient: a resumed run starts it afresh
+
+
+def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[torch.Tensor, str]:
+    """Forward and backward over gradient_accumulation_steps batches; the mean loss (on the device) and one prompt."""
     config, adapter = run.config, run.adapter
     total, prompt = 0.0, ""
     for _ in range(config.gradient_accumulation_steps):
@@ -273,7 +344,7 @@ def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) 
         with adapter.autocast(config.mixed_precision):
             loss = diffusion_loss(adapter, alphas, latents, prompts, noise, t) / config.gradient_accumulation_steps
         (scaler.scale(loss) if scaler else loss).backward()
-        total += loss.item()
+        total = total + loss.detach()
         prompt = prompts[0]
     return total, prompt
 
@@ -310,14 +381,14 @@ def _restore(run: _Run, good: dict[str, torch.Tensor]) -> None:
             value.copy_(good[key])
 
 
-def _log_step(run: _Run, loss: float, lr: float) -> None:
+def _log_step(run: _Run, step: int, loss: float, lr: float) -> None:
     """One CSV line per step next to the checkpoints: step, loss, lr."""
     path = run.paths.log_file
     new = not os.path.exists(path)
     with open(path, "a", encoding="utf-8") as f:
         if new:
             f.write("step,loss,lr,time\n")
-        f.write(f"{run.step},{loss:.7f},{lr:.8g},{time.time():.1f}\n")
+        f.write(f"{step},{loss:.7f},{lr:.8g},{time.time():.1f}\n")
 
 
 def _periodic(run: _Run) -> None:

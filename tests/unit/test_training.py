@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import pytest
@@ -217,3 +218,59 @@ def test_an_unusable_run_folder_is_a_clear_message_and_nothing_is_written(tmp_pa
     with pytest.raises(UserError, match="Cannot create the folder"):
         run(tmp_path, tiny_model(), output_dir=str(tmp_path / "afile" / "run"))
     assert not (tmp_path / "emb").exists() or not any((tmp_path / "emb").iterdir())
+
+
+def test_losses_read_back_in_batches_are_reported_in_order_and_a_nan_ends_at_the_step_before(tmp_path, monkeypatch):
+    """The CUDA path (a host sync every few steps, not every step), forced on the CPU."""
+    from lib_ti.embeddings.files import load_optimizer_state
+    from lib_ti.training import trainer
+
+    monkeypatch.setitem(trainer.READBACK_EVERY, "cpu", 4)
+    monkeypatch.setattr(trainer, "READBACK_SECONDS", 1e9)
+    model = tiny_model()
+    predict, calls = model.predict, []
+
+    def poisoned(noisy, t, cond):
+        calls.append(1)
+        out = predict(noisy, t, cond)
+        return out * float("nan") if len(calls) == 7 else out
+
+    model.predict = poisoned
+    seen = []  # (step reported, steps already computed when it was reported)
+    services = Services(progress=lambda record: seen.append((record.step, len(calls))))
+    result = run(tmp_path, model, services, max_train_steps=10, save_every_n_steps=6)
+    # read back after 4 steps, at the checkpoint (6), then after 7..10, where step 7's NaN is found
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4), (5, 6), (6, 6)]
+    assert len(calls) == 10 and result.state == "failed" and result.step == 6
+    assert "loss became nan at step 7" in result.message and "(step 6)" in result.message
+    assert [s for s, _ in result.losses] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for _, v in result.losses)
+    run_dir = tmp_path / "runs" / "mystyle"
+    final, meta = load_embedding(result.final_path)
+    at_six, _ = load_embedding(str(run_dir / "mystyle-6.safetensors"))
+    assert meta["step"] == "6" and torch.equal(final["clip_l"], at_six["clip_l"])
+    with open(run_dir / "mystyle-log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+    state = load_optimizer_state(str(run_dir / "mystyle-6.optimizer.safetensors"), final)
+    assert state is not None and all(
+        torch.isfinite(t).all() for s in state["state"].values() for t in s.values() if torch.is_tensor(t)
+    )
+
+
+def test_an_early_stop_found_in_a_batch_ends_at_its_own_step(tmp_path, monkeypatch):
+    from lib_ti.training import trainer
+
+    monkeypatch.setitem(trainer.READBACK_EVERY, "cpu", 7)
+    monkeypatch.setattr(trainer, "READBACK_SECONDS", 1e9)
+    model, calls = tiny_model(), []
+
+    def flat(noisy, t, cond):  # a loss that cannot improve
+        calls.append(1)
+        return torch.zeros_like(noisy) + 0 * cond.sum()
+
+    model.predict = flat
+    result = run(tmp_path, model, max_train_steps=500, early_stopping_patience=20, save_every_n_steps=0)
+    stopped = int(result.message.split("Early stop at step ")[1].split(":")[0])
+    assert len(calls) % 7 == 0 and len(calls) > stopped  # found in a batch read after later steps were done
+    assert result.state == "done" and result.step == stopped and result.losses[-1][0] == stopped
+    _, meta = load_embedding(result.final_path)
+    assert meta["step"] == str(stopped)
