@@ -26,3 +26,14 @@ def make_optimizer(
 def _adamw(params: list[torch.Tensor], device: torch.device) -> torch.optim.Optimizer:
     """On CUDA the fused AdamW: one kernel, and the fp16 grad scaler steps it without reading anything back."""
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0, fused=True if device.type == "cuda" else None)
+
+
+def keep_own_settings(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A saved state with this optimizer's implementation flags: a state saved on CUDA (fused) must resume on the
+    CPU, where torch < 2.4 has no fused AdamW."""
+    own = optimizer.state_dict()["param_groups"]
+    flags = ("fused", "foreach", "capturable")
+    groups = [
+        {**saved, **{k: mine[k] for k in flags if k in mine}} for saved, mine in zip(state["param_groups"], own)
+    ]
+    return {**state, "param_groups": groups}

@@ -34,7 +34,7 @@ from lib_ti.embeddings.files import (
     save_optimizer_state,
 )
 from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors
-from lib_ti.training.optim import make_optimizer
+from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
 from lib_ti.training.schedule import LRSchedule
 
@@ -197,7 +197,7 @@ def _load_optimizer(run: _Run) -> None:
     for path in candidates:
         state = load_optimizer_state(path, run.vectors)
         if state is not None:
-            run.optimizer.load_state_dict(state)
+            run.optimizer.load_state_dict(keep_own_settings(state, run.optimizer))
             run.say(f"Loaded the optimizer state saved with that embedding ({os.path.basename(path)}).")
             return
     run.say("No matching optimizer state was found; the optimizer starts fresh.")

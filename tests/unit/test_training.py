@@ -274,3 +274,21 @@ def test_an_early_stop_found_in_a_batch_ends_at_its_own_step(tmp_path, monkeypat
     assert result.state == "done" and result.step == stopped and result.losses[-1][0] == stopped
     _, meta = load_embedding(result.final_path)
     assert meta["step"] == str(stopped)
+
+
+def test_optimizer_state_saved_with_fused_adamw_resumes_on_the_cpu():
+    """A state saved on CUDA records fused=True; the CPU optimizer keeps its own implementation flags."""
+    from lib_ti.training.optim import keep_own_settings
+
+    vector = torch.zeros(2, 4, requires_grad=True)
+    optimizer = torch.optim.AdamW([vector], lr=1e-3)
+    vector.grad = torch.ones_like(vector)
+    optimizer.step()
+    state = optimizer.state_dict()
+    state["param_groups"][0]["fused"] = True  # as saved by a CUDA run
+    fresh = torch.optim.AdamW([vector], lr=1e-3)
+    fresh.load_state_dict(keep_own_settings(state, fresh))
+    assert not fresh.param_groups[0].get("fused")
+    assert fresh.param_groups[0]["lr"] == 1e-3
+    fresh.step()  # fails with fused=True on CPU tensors in torch < 2.4
+    assert int(fresh.state[vector]["step"]) == 2
