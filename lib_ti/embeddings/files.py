@@ -117,16 +117,26 @@ def load_embedding(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_optimizer_state(path: str, state: dict[str, Any], vectors: dict[str, torch.Tensor]) -> None:
-    """Optimizer state as .safetensors (no pickle), tied to the vectors it was saved with."""
+    """Optimizer state as .safetensors (no pickle), tied to the vectors it was saved with.
+
+    Per-parameter values may nest (bitsandbytes wraps its 8-bit quantization tensors in a dict): nested keys are
+    joined with '.' and the nesting is restored on load.
+    """
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
+
+    def flatten(name: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value.detach().cpu().contiguous()
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                flatten(f"{name}.{key}", inner)
+        else:
+            scalars[name] = value
+
     for index, values in state["state"].items():
         for key, value in values.items():
-            name = f"state.{index}.{key}"
-            if isinstance(value, torch.Tensor):
-                tensors[name] = value.detach().cpu().contiguous()
-            else:
-                scalars[name] = value
+            flatten(f"state.{index}.{key}", value)
     meta = {
         "param_groups": json.dumps(state["param_groups"]),
         "scalars": json.dumps(scalars),
@@ -149,6 +159,9 @@ def load_optimizer_state(path: str, vectors: dict[str, torch.Tensor]) -> dict[st
         return None
     state: dict[int, dict[str, Any]] = {}
     for name, value in list(tensors.items()) + list(json.loads(meta.get("scalars", "{}")).items()):
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
+        _, index, *keys = name.split(".")
+        slot = state.setdefault(int(index), {})
+        for key in keys[:-1]:
+            slot = slot.setdefault(key, {})
+        slot[keys[-1]] = value
     return {"state": state, "param_groups": json.loads(meta["param_groups"])}

@@ -352,3 +352,19 @@ def test_vectors_digest_stable_and_sensitive():
     assert vectors_digest(a) == vectors_digest({"clip_l": a["clip_l"].double()})  # compared as float32
     assert vectors_digest(a) != vectors_digest(sd1_vectors(seed=4))
     assert vectors_digest(sdxl_vectors()) == vectors_digest(dict(reversed(list(sdxl_vectors().items()))))
+
+
+def test_optimizer_state_with_nested_values_round_trips(tmp_path):
+    """bitsandbytes' 8-bit AdamW wraps its quantization tensors in a dict inside each parameter's state."""
+    vectors = {"clip_l": torch.zeros(2, 4)}
+    state = {
+        "state": {0: {"step": 3, "wrapped": {"state1": torch.ones(8, dtype=torch.uint8), "absmax1": torch.ones(1)}}},
+        "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], "params": [0]}],
+    }
+    path = str(tmp_path / "o.optimizer.safetensors")
+    save_optimizer_state(path, state, vectors)
+    loaded = load_optimizer_state(path, vectors)
+    assert loaded["state"][0]["step"] == 3
+    assert torch.equal(loaded["state"][0]["wrapped"]["state1"], torch.ones(8, dtype=torch.uint8))
+    assert torch.equal(loaded["state"][0]["wrapped"]["absmax1"], torch.ones(1))
+    assert loaded["param_groups"][0]["betas"] == [0.9, 0.999]
