@@ -12,6 +12,7 @@ from PIL import Image
 from modules import processing, shared
 
 from lib_ti.hosts.a1111.embedding_db import embedding_override, embedding_record
+from lib_ti.hosts.script_args import ScriptArgs, default_script_args
 
 def grid_after_training(final_path: str, run_root: str, checkpoints: str, owns_state: bool) -> list[str]:
     """A test grid of a freshly trained embedding: txt2img's settings, the default strengths and prompts."""
@@ -20,29 +21,6 @@ def grid_after_training(final_path: str, run_root: str, checkpoints: str, owns_s
     name = os.path.splitext(os.path.basename(final_path))[0]
     request = GridRequest.from_dict({"embedding": name, "checkpoints": checkpoints}, txt2img_defaults())
     return run_grid_queued(request, run_root, owns_state).paths
-
-
-def default_script_args(runner) -> tuple[list, dict[str, int]]:
-    """Every script's UI defaults, as the WebUI's API builds them, so always-on scripts run as in txt2img;
-    and where the API's field names (seed, steps, sampler_name…) sit among them, since scripts set those."""
-    import gradio as gr
-
-    args: list = [None] * max([1] + [s.args_to for s in runner.scripts])
-    args[0] = 0
-    positions: dict[str, int] = {}
-    with gr.Blocks():
-        for script in runner.scripts:
-            controls = script.ui(script.is_img2img)
-            if not controls:
-                continue
-            args[script.args_from : script.args_to] = [c.value for c in controls]
-            if script.alwayson:
-                for paste in getattr(script, "infotext_fields", None) or []:
-                    api_name = getattr(paste, "api", None)
-                    index = next((i for i, c in enumerate(controls) if c is getattr(paste, "component", None)), None)
-                    if api_name and index is not None:
-                        positions[api_name] = script.args_from + index
-    return args, positions
 
 
 def txt2img_defaults() -> dict:
@@ -63,7 +41,7 @@ def txt2img_defaults() -> dict:
 
 
 def render_cell(
-    prompt: str, gen: dict, script_args: tuple[list, dict[str, int]], extra: dict
+    prompt: str, gen: dict, script_args: ScriptArgs, extra: dict
 ) -> tuple[Image.Image, str, str]:
     """One image through txt2img (extra networks, emphasis, samplers, hires fix, always-on scripts), saved as usual."""
     from modules import scripts
@@ -116,7 +94,7 @@ class WebUIGridBackend:
         from modules import scripts
 
         self.run_root, self.stop_requested = run_root, should_stop
-        self.script_args = default_script_args(scripts.scripts_txt2img)
+        self.script_args = default_script_args(scripts.scripts_txt2img)  # built once per runner, not per request
 
     @staticmethod
     def _metadata(record) -> dict:
