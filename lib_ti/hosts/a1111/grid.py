@@ -14,6 +14,7 @@ from modules import processing, shared
 from lib_ti.hosts.a1111.embedding_db import embedding_override, embedding_record
 from lib_ti.hosts.script_args import ScriptArgs, default_script_args
 
+
 def grid_after_training(final_path: str, run_root: str, checkpoints: str, owns_state: bool) -> list[str]:
     """A test grid of a freshly trained embedding: txt2img's settings, the default strengths and prompts."""
     from lib_ti.grid.run import GridRequest
@@ -40,9 +41,7 @@ def txt2img_defaults() -> dict:
     }
 
 
-def render_cell(
-    prompt: str, gen: dict, script_args: ScriptArgs, extra: dict
-) -> tuple[Image.Image, str, str]:
+def render_cell(prompt: str, gen: dict, script_args: ScriptArgs, extra: dict) -> tuple[Image.Image, str, str]:
     """One image through txt2img (extra networks, emphasis, samplers, hires fix, always-on scripts), saved as usual."""
     from modules import scripts
 
@@ -179,5 +178,3 @@ def run_grid_queued(request, run_root: str, owns_state: bool, should_stop=lambda
         finally:
             if owns_state:
                 shared.state.end()
-
-
