@@ -99,15 +99,6 @@ def save_embedding(
     atomic_write_bytes(path, data)
 
 
-def weights_only_load(path: str) -> Any:
-    """Tensors and plain containers only: pickled code in a user's file is never run.
-
-    Calls ``torch.serialization.load`` rather than ``torch.load``, which the WebUI replaces with its own checker;
-    that checker refuses files written by torch >= 2.6 and answers None instead of raising.
-    """
-    return torch.serialization.load(path, map_location="cpu", weights_only=True)
-
-
 def load_embedding(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Vectors and metadata of an embedding file, read the way ``lib_ti.embeddings.formats`` reads every known format."""
     from lib_ti.embeddings.formats import read_embedding  # formats builds on this module's writers

@@ -30,6 +30,7 @@ class EmbeddingFile:
     vectors: dict[str, torch.Tensor]  # {"clip_l": (n, d)} or {"clip_l": .., "clip_g": ..}
     metadata: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    webui_loads: bool = True  # False: a layout the WebUI cannot load as it is (convert it)
 
 
 def _tensor_dict(path: str) -> tuple[dict, dict[str, str]]:
@@ -72,7 +73,8 @@ def read_embedding(path: str, second: str | None = None) -> EmbeddingFile:
         first_t, second_t = _single(data, label), _single(_tensor_dict(second)[0], os.path.basename(second))
         if first_t.shape[-1] > second_t.shape[-1]:
             first_t, second_t = second_t, first_t
-        return EmbeddingFile(path, "diffusers SDXL pair", {"clip_l": first_t, "clip_g": second_t}, metadata, stem)
+        vectors = {"clip_l": first_t, "clip_g": second_t}
+        return EmbeddingFile(path, "diffusers SDXL pair", vectors, metadata, stem, webui_loads=False)
     if "string_to_param" in data:
         return _textual_inversion(path, data, metadata)
     if "clip_l" in data and "clip_g" in data:
@@ -89,8 +91,8 @@ def read_embedding(path: str, second: str | None = None) -> EmbeddingFile:
     pair = _sdxl_by_width(data)
     if pair:
         (key_l, clip_l), (key_g, clip_g) = pair
-        fmt = f"SDXL as two tensors ({key_l} + {key_g}; the WebUI cannot load it until converted)"
-        return EmbeddingFile(path, fmt, {"clip_l": clip_l, "clip_g": clip_g}, metadata, stem)
+        fmt = f"SDXL as two tensors ({key_l} + {key_g})"
+        return EmbeddingFile(path, fmt, {"clip_l": clip_l, "clip_g": clip_g}, metadata, stem, webui_loads=False)
     for key, fmt in (("emb_params", "kohya / A1111 .safetensors"), ("emp_params", "OneTrainer")):
         if key in data:
             return EmbeddingFile(path, fmt, {"clip_l": _as_matrix(data[key])}, metadata, stem)

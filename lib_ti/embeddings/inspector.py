@@ -14,6 +14,8 @@ from lib_ti.embeddings.formats import EmbeddingFile
 from lib_ti.training.paths import list_checkpoints
 
 HIGH_NORM = 3.0  # × the model's average token norm: a common sign of overtraining
+TYPICAL_CLIP_TOKEN_NORM = 0.4  # about the average token norm of CLIP's text encoders, when no model is at hand
+FALLBACK_HIGH_NORM = 5.0  # against that rough figure, warn only when far beyond it (2.0): no false alarms
 
 
 @dataclass
@@ -39,6 +41,58 @@ def _nearest(vectors: torch.Tensor, table: torch.Tensor, spell: Callable[[int], 
     return [[f"{spell(int(i))} ({float(s):.2f})" for s, i in zip(row_s, row_i)] for row_s, row_i in zip(scores, ids)]
 
 
+def _widths(tables: dict[str, torch.Tensor]) -> str:
+    """'768' for one text encoder, 'clip_l 768 + clip_g 1280' for two."""
+    if len(tables) == 1:
+        return str(next(iter(tables.values())).shape[-1])
+    return " + ".join(f"{k} {v.shape[-1]}" for k, v in sorted(tables.items(), key=lambda kv: kv[0] != "clip_l"))
+
+
+def _fits(file: EmbeddingFile, reference: Reference | None) -> bool:
+    return (
+        reference is not None
+        and set(reference.tables) == set(file.vectors)
+        and all(reference.tables[k].shape[-1] == v.shape[-1] for k, v in file.vectors.items())
+    )
+
+
+def _mismatch(file: EmbeddingFile, family: str, reference: Reference) -> str:
+    """Why the WebUI will skip it, in widths: the family names alone can be the same ("SD1" and "SD1")."""
+    encoders = "text encoders are" if len(reference.tables) > 1 else "text encoder is"
+    return (
+        f"The vectors are {_widths(file.vectors)} wide (made for {family}), but the loaded model's {encoders} "
+        f"{_widths(reference.tables)} wide ({reference.family}): the WebUI will skip this embedding."
+    )
+
+
+def _too_long(key: str, norms: list[float], typical: float, limit: float, against: str) -> str | None:
+    """The overtraining warning, when any vector is more than ``limit`` × ``typical`` long."""
+    long = [(i, n) for i, n in enumerate(norms) if n > limit * typical]
+    if not long:
+        return None
+    which = ", ".join(f"{i} ({n:.2f})" for i, n in long)
+    worst = max(n for _, n in long) / typical
+    return (
+        f"{key}: vector(s) {which} are up to {worst:.0f}× as long as {against} (~{typical:.2f}), over {limit:g}×: "
+        "a common sign of overtraining. Try an earlier checkpoint or a lower learning rate."
+    )
+
+
+def _encoder_info(key: str, vectors: torch.Tensor, reference: Reference | None, top_k: int) -> tuple[dict, list]:
+    info: dict[str, Any] = {"width": vectors.shape[-1], "norms": [round(float(n), 4) for n in vectors.norm(dim=-1)]}
+    if not torch.isfinite(vectors).all():
+        return info, [f"{key}: holds NaN or infinite values; the embedding is broken."]
+    if reference is None:  # no model to compare with: against a typical CLIP token
+        warning = _too_long(key, info["norms"], TYPICAL_CLIP_TOKEN_NORM, FALLBACK_HIGH_NORM, "a typical CLIP token")
+        return info, [warning] if warning else []
+    typical = float(reference.tables[key].float().norm(dim=-1).mean())
+    info["token_norm"] = round(typical, 4)
+    info["norm_ratio"] = [round(n / typical, 2) for n in info["norms"]]
+    info["nearest"] = _nearest(vectors, reference.tables[key], reference.spell, top_k)
+    warning = _too_long(key, info["norms"], typical, HIGH_NORM, "the loaded model's average token")
+    return info, [warning] if warning else []
+
+
 def inspect(file: EmbeddingFile, reference: Reference | None = None, top_k: int = 3) -> dict[str, Any]:
     """A report as plain data (the tab renders it, the API returns it)."""
     report: dict[str, Any] = {
@@ -50,38 +104,24 @@ def inspect(file: EmbeddingFile, reference: Reference | None = None, top_k: int 
         "encoders": {},
         "warnings": [],
     }
+    if not file.webui_loads:
+        report["warnings"].append(
+            "The WebUI cannot load this file as it is: Convert writes it into the embeddings folder in the "
+            "WebUI's own format."
+        )
     counts = {k: v.shape[0] for k, v in file.vectors.items()}
     report["vectors"] = next(iter(counts.values()))
     if len(set(counts.values())) > 1:
         report["warnings"].append(f"The encoders hold different vector counts ({counts}); the WebUI uses clip_g's.")
-    fits = (
-        reference is not None
-        and set(reference.tables) == set(file.vectors)
-        and all(reference.tables[k].shape[-1] == v.shape[-1] for k, v in file.vectors.items())
-    )
+    fits = _fits(file, reference)
     if fits:
         report["family"] = reference.family  # the loaded model knows better than a guess from widths
-    if reference is not None and not fits:
-        report["warnings"].append(
-            f"Made for {report['family']}, but the loaded model is {reference.family}: the WebUI will skip it."
-        )
+    elif reference is not None:
+        report["warnings"].append(_mismatch(file, report["family"], reference))
     for key, vectors in file.vectors.items():
-        info: dict[str, Any] = {"width": vectors.shape[-1], "norms": [round(float(n), 4) for n in vectors.norm(dim=-1)]}
-        if not torch.isfinite(vectors).all():
-            report["warnings"].append(f"{key}: holds NaN or infinite values; the embedding is broken.")
-        elif fits:
-            typical = float(reference.tables[key].float().norm(dim=-1).mean())
-            info["token_norm"] = round(typical, 4)
-            info["norm_ratio"] = [round(n / typical, 2) for n in info["norms"]]
-            info["nearest"] = _nearest(vectors, reference.tables[key], reference.spell, top_k)
-            high = [i for i, r in enumerate(info["norm_ratio"]) if r > HIGH_NORM]
-            if high:
-                report["warnings"].append(
-                    f"{key}: vector(s) {', '.join(map(str, high))} are over {HIGH_NORM:g}× as long as the model's "
-                    "ordinary tokens, a common sign of overtraining: try an earlier checkpoint or a lower "
-                    "learning rate."
-                )
+        info, warnings = _encoder_info(key, vectors, reference if fits else None, top_k)
         report["encoders"][key] = info
+        report["warnings"] += warnings
     return report
 
 

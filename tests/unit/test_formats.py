@@ -121,10 +121,11 @@ def test_inspector_figures_on_known_vectors(tmp_path):
     assert enc["norms"] == [2.0, 9.0] and enc["token_norm"] == 0.8 and enc["norm_ratio"] == [2.5, 11.25]
     assert enc["nearest"][0][0].startswith("tok1") and enc["nearest"][1][0].startswith("tok3")
     assert report["vectors"] == 2 and report["metadata"]["step"] == "5"
-    assert any("vector(s) 1 are over 3" in w for w in report["warnings"])
+    assert any("vector(s) 1 (9.00) are up to 11× as long" in w and "over 3×" in w for w in report["warnings"])
     sdxl = Reference("SDXL", {"clip_l": table, "clip_g": torch.ones(5, 6)}, spell=str)
     assert any(
-        "loaded model is SDXL" in w for w in inspect(read_embedding(str(tmp_path / "e.safetensors")), sdxl)["warnings"]
+        "text encoders are clip_l 4 + clip_g 6 wide (SDXL)" in w
+        for w in inspect(read_embedding(str(tmp_path / "e.safetensors")), sdxl)["warnings"]
     )
     save_embedding(str(tmp_path / "n.safetensors"), {"clip_l": torch.full((1, 4), float("nan"))}, "n", 1)
     assert any("NaN" in w for w in inspect(read_embedding(str(tmp_path / "n.safetensors")), reference)["warnings"])
@@ -185,4 +186,4 @@ def test_inspecting_by_name_reads_the_run_folder_from_the_file(tmp_path):
 
     report = inspect_request({"embedding": "e"}, Inspection())
     assert [r["step"] for r in report["history"]] == [5]
-    assert any("loaded model is SDXL" in w for w in report["warnings"])
+    assert any("text encoders are clip_l 4 + clip_g 6 wide (SDXL)" in w for w in report["warnings"])

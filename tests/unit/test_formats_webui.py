@@ -78,7 +78,7 @@ def test_sdxl_as_emb_and_emb2(tmp_path, ext, dtype):
     path = str(tmp_path / f"xl{ext}")
     safetensors.torch.save_file(tensors, path) if ext == ".safetensors" else torch.save(tensors, path)
     file = read_embedding(path)
-    assert file.format.startswith("SDXL as two tensors (emb + emb2")
+    assert file.format == "SDXL as two tensors (emb + emb2)" and not file.webui_loads
     assert file.vectors["clip_l"].dtype == torch.float32
     assert torch.equal(file.vectors["clip_l"], clip_l.to(dtype).float())
     assert torch.equal(file.vectors["clip_g"], clip_g.to(dtype).float())
