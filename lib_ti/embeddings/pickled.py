@@ -123,5 +123,6 @@ def load_pickled(path: str) -> Any:
 
 
 def _short(e: Exception) -> str:
+    """The first sentence of an error: enough to tell a truncated file from one that is not PyTorch's."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else "no details"
-    return text[:160]
+    return text.split(". ")[0].rstrip(".")[:160]
