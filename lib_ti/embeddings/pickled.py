@@ -58,16 +58,32 @@ def _allowed(module: str, name: str) -> Any:
         "_rebuild_tensor_v2",
         "_rebuild_parameter",
         "_rebuild_parameter_with_state",
-        "_rebuild_device_tensor_from_numpy",
     ):
         return getattr(torch._utils, name, None)
+    if (module, name) == ("torch._utils", "_rebuild_device_tensor_from_numpy"):
+        return _tensor_from_numpy
     if module == "torch" and isinstance(vars(torch).get(name), torch.dtype):  # vars: no lazy imports by name
         return vars(torch)[name]
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("scalar", "_reconstruct"):
         return getattr(_numpy_multiarray(), name)
     if module == "numpy" and name in ("dtype", "ndarray"):
         return getattr(np, name)
+    if (module, name) == ("_codecs", "encode"):  # numpy's arrays and scalars carry their bytes as latin-1 text
+        return _latin1_encode
     return None
+
+
+def _tensor_from_numpy(data: np.ndarray, dtype: torch.dtype, device: Any, requires_grad: bool) -> torch.Tensor:
+    """Tensors saved from devices without storages (Apple's MPS in 2022): rebuilt on the CPU, wherever they were."""
+    tensor = torch.from_numpy(np.array(data)).to(dtype=dtype)
+    tensor.requires_grad = requires_grad
+    return tensor
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"unexpected text encoding {encoding!r}")
+    return text.encode("latin1")
 
 
 class AllowListUnpickler(pickle.Unpickler):
@@ -113,7 +129,7 @@ def load_pickled(path: str) -> Any:
     except ForbiddenGlobal as e:
         raise UserError(
             f"{label} cannot be read safely (it may hold code, which is never run): it asks for {e.where}, "
-            "which is not part of an embedding. The WebUI refuses it too."
+            "which is not part of an embedding."
         ) from None
     except Exception as e:
         raise UserError(

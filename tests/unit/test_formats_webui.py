@@ -182,3 +182,24 @@ def test_embedding_hidden_in_the_pixels(tmp_path, ext, options):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnothing")
     with pytest.raises(UserError, match="is damaged"):
         read_embedding(str(tmp_path / "broken.png"))
+
+
+class SavedOnMps:
+    """A vector pickled the way torch pickles tensors of devices without storages (Apple's MPS, 2022)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_device_tensor_from_numpy, (self.array, torch.float32, "mps", False))
+
+
+def test_numpy_values_and_tensors_saved_on_mps_are_read(tmp_path):
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(V[:1].clone())})
+    data = {"string_to_param": params, "string_to_token": {"*": SavedOnMps(np.array([265]))}, "step": np.int64(7)}
+    torch.save(data, tmp_path / "mps.pt")
+    file = read_embedding(str(tmp_path / "mps.pt"))
+    assert torch.equal(file.vectors["clip_l"], V[:1]) and file.metadata["step"] == "7"
+    data["string_to_param"] = {"*": SavedOnMps(V[:1].numpy())}
+    torch.save(data, tmp_path / "mps2.pt")
+    assert torch.equal(read_embedding(str(tmp_path / "mps2.pt")).vectors["clip_l"], V[:1])
