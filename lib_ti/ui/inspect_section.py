@@ -78,7 +78,7 @@ def build_inspect_section(gr, actions: InspectActions, names) -> None:
     with gr.Accordion("Inspect / convert an embedding", open=False, elem_id=f"{ELEM}_section"):
         with gr.Row():
             name = gr.Dropdown(label="Loaded embedding", choices=names(), elem_id=f"{ELEM}_name")
-            path = gr.Textbox(label="or a file (.safetensors, .pt, .bin, .png)", elem_id=f"{ELEM}_path")
+            path = gr.Textbox(label="or a file (.safetensors, .pt, .bin, .png, .webp)", elem_id=f"{ELEM}_path")
             second = gr.Textbox(label="second file of a diffusers SDXL pair (optional)", elem_id=f"{ELEM}_second")
         with gr.Row():
             output_name = gr.Textbox(label="Convert to name (empty: from the file)", elem_id=f"{ELEM}_output_name")
