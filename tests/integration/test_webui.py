@@ -402,3 +402,58 @@ def test_batch_queue_from_dataset_folders(http, tmp_path):
     finally:
         for token in tokens:
             cleanup(token)
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_files_the_webui_reads_are_inspected_and_converted(http, tmp_path):
+    """A 2022 A1111 .pt (ParameterDict) and the textual_inversion repository's layout are read and converted; empty,
+    damaged and code-carrying files each get their own message, and the code never runs."""
+    import torch
+
+    load_model(http, MODELS[0] if MODELS else None)
+    token = f"tiold{int(time.time() * 1000) % 10**8}"
+    try:
+        made = http.post(
+            f"{URL}/sdapi/v1/create/embedding",
+            json={"name": token + "w", "num_vectors_per_token": 1, "init_text": "cat", "overwrite_old": False},
+        ).json()
+        report = http.post(f"{URL}/ti-trainer/v1/inspect", json={"path": made["info"].split(": ", 1)[1]}).json()
+        if set(report["encoders"]) != {"clip_l"}:
+            pytest.skip("the ParameterDict layouts are SD1/SD2 files")
+        vectors = torch.randn(2, report["encoders"]["clip_l"]["width"]) * 0.02
+        params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors.clone())})
+        files = {
+            "old.pt": {"string_to_token": {"*": 265}, "string_to_param": params, "name": token, "step": 3000},
+            "embeddings.pt": {"string_to_token": {"*": torch.tensor(265)}, "string_to_param": params},
+            "evil.pt": {"string_to_param": {"*": vectors}, "x": RunsACommand(tmp_path / "ran")},
+        }
+        for name, data in files.items():
+            torch.save(data, tmp_path / name)
+        (tmp_path / "empty.pt").write_bytes(b"")
+        (tmp_path / "truncated.pt").write_bytes((tmp_path / "old.pt").read_bytes()[:400])
+
+        def inspect(name):
+            return http.post(f"{URL}/ti-trainer/v1/inspect", json={"path": str(tmp_path / name)})
+
+        assert inspect("old.pt").json()["format"] == "A1111 .pt (ParameterDict, 2022)"
+        assert inspect("embeddings.pt").json()["format"] == "textual_inversion repository embeddings.pt"
+        for name, message in (("empty.pt", "is empty"), ("truncated.pt", "is damaged"), ("evil.pt", "may hold code")):
+            answer = inspect(name)
+            assert answer.status_code == 422 and message in answer.json()["detail"]["message"], answer.text
+        assert not (tmp_path / "ran").exists()
+        converted = http.post(f"{URL}/ti-trainer/v1/convert", json={"path": str(tmp_path / "old.pt")})
+        assert converted.status_code == 200 and converted.json()["name"] == token, converted.text
+        assert token in http.get(f"{URL}/sdapi/v1/embeddings").json()["loaded"]
+        if WEBUI_DIR:
+            saved = safetensors.torch.load_file(os.path.join(WEBUI_DIR, "embeddings", token + ".safetensors"))
+            assert torch.equal(saved["emb_params"], vectors)
+    finally:
+        cleanup(token)
+        cleanup(token + "w")
