@@ -13,7 +13,7 @@ import tempfile
 import torch
 from PIL import Image
 
-from lib_ti.training.model import TrainOptions, default_autocast
+from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKENIZER_GLOB = os.path.join(
@@ -118,6 +118,7 @@ class TinySD:
         self.model_name, self.model_hash = "tiny-test", "0123456789"
         self.device = torch.device("cpu")
         self.token: str | None = None
+        self.sampled: list[tuple[str, SampleOptions]] = []
         self.num_vectors = 0
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
         self._alphas = torch.cumprod(1 - betas, dim=0)
@@ -190,13 +191,29 @@ class TinySD:
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(noisy, timesteps, encoder_hidden_states=cond).sample
 
-    def sample(self, prompts: list[str], seed: int, steps: int, size: tuple[int, int]) -> list[Image.Image]:
-        """A one-step 'preview': enough to test that previews are made, named and reported."""
+    def sample(
+        self,
+        prompts: list[str],
+        seed: int,
+        steps: int,
+        size: tuple[int, int],
+        options: list[SampleOptions] | None = None,
+    ) -> list[Image.Image]:
+        """A one-step 'preview': enough to test that previews are made, named and reported. Records the
+        requests (``self.sampled``) so tests can check the options reached the adapter."""
         generator = torch.Generator().manual_seed(seed)
         images = []
-        for prompt in prompts:
-            latents = torch.randn(1, 4, size[0] // 8, size[1] // 8, generator=generator)
-            eps = self.predict(latents, torch.tensor([999]), self.encode_text([prompt], size))
+        for i, prompt in enumerate(prompts):
+            o = options[i] if options else SampleOptions()
+            if o.seed is not None:
+                generator = torch.Generator().manual_seed(o.seed)
+            size_i = (o.height or size[0], o.width or size[1])
+            self.sampled.append((prompt, o))
+            latents = torch.randn(1, 4, size_i[0] // 8, size_i[1] // 8, generator=generator)
+            eps = self.predict(latents, torch.tensor([999]), self.encode_text([prompt], size_i))
+            if o.negative_prompt:  # classifier-free guidance against the negative prompt, as txt2img does
+                neg = self.predict(latents, torch.tensor([999]), self.encode_text([o.negative_prompt], size_i))
+                eps = neg + (o.cfg_scale or 7.0) * (eps - neg)
             pixels = self.vae.decode((latents - eps) / 0.18215).sample[0]
             array = ((pixels.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).byte().numpy()
             images.append(Image.fromarray(array))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from lib_ti import __version__
 from lib_ti.jobs.queue import BatchQueue, queue_request
 from lib_ti.training.config import parse_config, validate_token
+from lib_ti.training.preview import preview_dataset
 from lib_ti.errors import ConfigError, UserError
 from lib_ti.embeddings.formats import convert, read_embedding
 from lib_ti.grid.run import GridRequest, GridResult
@@ -220,6 +221,21 @@ def create_router(
             "unknown_keys": parsed.unknown_keys,
             "ignored_keys": parsed.ignored_keys,
         }
+
+    @router.post("/dataset/preview", responses={422: {"description": "Invalid settings or dataset"}})
+    def dataset_preview(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> dict[str, Any]:
+        """Which images and captions a config trains on, with repeats, buckets and steps, before training."""
+        try:
+            parsed = parse_config(config)
+            try:
+                native = adapter_factory().native_resolution
+            except UserError:
+                native = 512  # no model loaded: counts still hold for an explicit resolution
+            data = preview_dataset(parsed.config, native)
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=error_detail(e)) from None
+        data["messages"] = parsed.messages()
+        return data
 
     @router.get("/jobs", response_model=list[JobResponse])
     def list_jobs() -> list[dict[str, Any]]:

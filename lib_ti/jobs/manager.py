@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
 from lib_ti.training.config import ParsedConfig, TrainConfig
-from lib_ti.training.dataset import list_images
+from lib_ti.training.kohya import resolve_length
+from lib_ti.training.layout import bucket_multiple, dataset_specs, plan_dataset
 from lib_ti.errors import UserError
 from lib_ti.training.model import ModelAdapter, init_vectors
 from lib_ti.training.paths import plan_paths
@@ -71,9 +72,10 @@ class Job:
 def preflight(parsed: ParsedConfig, adapter: ModelAdapter, host: Host) -> list[str]:
     """The checks that need the model and the disk, done before a job is accepted, so the answer is immediate."""
     config = parsed.config
-    list_images(config.train_data_dir)
+    specs, notes = dataset_specs(config, config.resolution or adapter.native_resolution)
+    length = resolve_length(config, plan_dataset(specs, bucket_multiple(adapter.native_resolution)))
     plan_paths(config, host.embeddings_dir(), host.run_root(), host.existing_names())
-    notes = parsed.messages()
+    notes = parsed.messages() + notes + [f"Length: {length.explanation}"]
     if not config.weights:  # an init word that tokenises to nothing is refused now, not after the dataset loads
         init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     if config.output_name and config.output_name != config.token_string:
@@ -164,6 +166,7 @@ class JobManager:
 def _services(job: Job, host: Host) -> Services:
     def progress(record: StepRecord) -> None:
         job.step, job.loss, job.lr, job.eta = record.step, record.loss, record.lr, record.eta
+        job.max_steps = record.max_steps  # counted from epochs once the dataset is read (kohya configs)
         job.losses.append([record.step, record.loss])
         host.progress(job, record)
 

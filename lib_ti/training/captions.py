@@ -116,3 +116,44 @@ def make_plan(
 ) -> CaptionPlan:
     templates = list(custom) if template_set == "custom" else list(BUILTIN_TEMPLATES[template_set])
     return CaptionPlan(token=token, source=source, templates=templates, stages=sorted(stages))
+
+
+@dataclass
+class CaptionOptions:
+    """kohya's per-subset caption handling, applied to the caption file's text before templates."""
+
+    shuffle: bool = False
+    keep_tokens: int = 0
+    separator: str = ","
+    keep_tokens_separator: str = ""
+    prefix: str = ""
+    suffix: str = ""
+    dropout_rate: float = 0.0
+    dropout_every_n_epochs: int = 0
+
+
+def kohya_caption(caption: str, options: CaptionOptions, epoch: int, rng: random.Random) -> str | None:
+    """sd-scripts' process_caption: prefix/suffix, then dropout (None: this sample trains on an empty prompt),
+    then shuffling of the tags after the first ``keep_tokens`` (or after ``keep_tokens_separator``)."""
+    if options.prefix:
+        caption = options.prefix + " " + caption
+    if options.suffix:
+        caption = caption + " " + options.suffix
+    dropped = options.dropout_rate > 0 and rng.random() < options.dropout_rate
+    if dropped or (options.dropout_every_n_epochs > 0 and epoch % options.dropout_every_n_epochs == 0):
+        return None
+    if not options.shuffle:
+        return caption
+    sep, fixed, suffix = options.separator, [], []
+    if options.keep_tokens_separator and options.keep_tokens_separator in caption:
+        fixed_part, flex_part = caption.split(options.keep_tokens_separator, 1)
+        if options.keep_tokens_separator in flex_part:
+            flex_part, suffix_part = flex_part.split(options.keep_tokens_separator, 1)
+            suffix = [t.strip() for t in suffix_part.split(sep) if t.strip()]
+        fixed = [t.strip() for t in fixed_part.split(sep) if t.strip()]
+        flex = [t.strip() for t in flex_part.split(sep) if t.strip()]
+    else:
+        tokens = [t.strip() for t in caption.strip().split(sep)]
+        fixed, flex = tokens[: options.keep_tokens], tokens[options.keep_tokens :]
+    rng.shuffle(flex)
+    return ", ".join(fixed + flex + suffix)

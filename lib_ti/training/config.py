@@ -15,6 +15,7 @@ from typing import Any
 
 from lib_ti.training.captions import check_templates
 from lib_ti.errors import ConfigError
+from lib_ti.training.kohya import ALIASES, IGNORED, TEMPLATE_CHOICES, normalise_kohya, parse_resolution, validate_kohya
 from lib_ti.training.schedule import parse_lr_schedule
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -69,6 +70,36 @@ class TrainConfig:
     templates: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     noise_offset: float = 0.0
+    # kohya's dataset, length and loop options (lib_ti/training/kohya.py, layout.py, noise.py, loss.py)
+    dataset_config: str = ""
+    max_train_epochs: int = 0
+    epoch: int = 0
+    save_every_n_epochs: int = 0
+    sample_every_n_epochs: int = 0
+    keep_tokens: int = 0
+    shuffle_caption: bool = False
+    caption_dropout_rate: float = 0.0
+    caption_dropout_every_n_epochs: int = 0
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    bucket_reso_steps: int = 64
+    bucket_no_upscale: bool = False
+    noise_offset_type: str = "Original"
+    noise_offset_random_strength: bool = False
+    adaptive_noise_scale: float = 0.0
+    multires_noise_iterations: int = 0
+    multires_noise_discount: float = 0.3
+    ip_noise_gamma: float = 0.0
+    ip_noise_gamma_random_strength: bool = False
+    min_timestep: int = 0
+    max_timestep: int = 1000
+    min_snr_gamma: float = 0.0
+    loss_type: str = "l2"
+    huber_c: float = 0.1
+    huber_schedule: str = "snr"
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float = 0.0
+    lr_warmup: float = 0.0  # the kohya_ss GUI's warmup in % of the steps, resolved once the steps are known
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.001
     offload_vae: bool = False
@@ -87,73 +118,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# kohya / kohya_ss GUI key -> our key
-ALIASES = {
-    "pretrained_model_name_or_path": "model_name_or_path",
-    "lr_warmup_steps": "lr_warmup_steps",
-    "save_model_as": "save_model_as",
-    "caption_extention": "caption_extension",
-    "sample_sampler_seed": "sample_seed",
-}
-
-# Keys that have a meaning elsewhere but none here: reported with the reason, not silently dropped.
-IGNORED = {
-    "cache_latents": "latents are always cached",
-    "cache_latents_to_disk": "latents are cached in memory",
-    "xformers": "the WebUI's cross-attention setting is used",
-    "sdpa": "the WebUI's cross-attention setting is used",
-    "mem_eff_attn": "the WebUI's cross-attention setting is used",
-    "max_data_loader_n_workers": "images are loaded once before training",
-    "persistent_data_loader_workers": "images are loaded once before training",
-    "save_precision": "embeddings are saved in float32",
-    "full_fp16": "use mixed_precision",
-    "full_bf16": "use mixed_precision",
-    "logging_dir": "the log is written next to the checkpoints",
-    "log_prefix": "the log is written next to the checkpoints",
-    "sample_sampler": "previews use the WebUI's default sampler",
-    "vae": "training uses the VAE loaded in the WebUI",
-    "clip_skip": "the WebUI's 'Clip skip' setting applies to training and generation alike",
-    "sdxl": "the loaded model decides",
-    "v2": "the loaded model decides",
-    "v_parameterization": "the loaded model decides",
-    "model_list": "training uses the loaded model",
-    "stop_text_encoder_training": "only the new vectors are trained",
-    "no_token_padding": "prompts are encoded the way the WebUI encodes them",
-    "max_token_length": "prompts are encoded the way the WebUI encodes them",
-    "save_state": "the optimizer state is saved with every checkpoint",
-    "resume": "use 'weights' to continue from an embedding",
-    "keep_tokens": "captions are not shuffled",
-    "shuffle_caption": "captions are not shuffled",
-    "color_aug": "not supported",
-    "random_crop": "images are centre-cropped",
-    "reg_data_dir": "Textual Inversion uses no regularisation images",
-    "prior_loss_weight": "Textual Inversion uses no regularisation images",
-    "epoch": "max_train_steps sets the length",
-    "save_every_n_epochs": "use save_every_n_steps",
-    "sample_every_n_epochs": "use sample_every_n_steps",
-    "save_last_n_steps": "every checkpoint is kept",
-    "save_last_n_steps_state": "every checkpoint is kept",
-    "optimizer_args": "not supported",
-    "min_snr_gamma": "not supported",
-    "additional_parameters": "not supported",
-    "bucket_reso_steps": "buckets step in 64 pixels",
-    "bucket_no_upscale": "not supported",
-    "min_bucket_reso": "buckets are derived from the resolution",
-    "max_bucket_reso": "buckets are derived from the resolution",
-    "lowram": "not supported",
-    "mixed_precision_type": "use mixed_precision",
-}
-
-_TEMPLATE_CHOICES = {
-    "caption": ("captions", None),
-    "captions": ("captions", None),
-    "object template": ("templates", "object"),
-    "style template": ("templates", "style"),
-    "object": ("templates", "object"),
-    "style": ("templates", "style"),
-}
 
 
 @dataclass
@@ -221,11 +185,6 @@ def _as_lines(value: Any) -> list[str]:
     return [line.strip() for line in items if line.strip() and not line.strip().startswith("#")]
 
 
-def _sample_prompt(line: str) -> str:
-    """kohya prompt lines carry options after ' --'; the prompt is what comes before them."""
-    return re.split(r"\s--\w", " " + line, maxsplit=1)[0].strip()
-
-
 def _is_blank(key: str, value: Any) -> bool:
     kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
     return value is None or (kind in ("int", "float") and isinstance(value, str) and not value.strip())
@@ -249,7 +208,7 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
 def _read_special(key: str, value: Any, values: dict[str, Any], notes: list[str], problems: list[str]) -> bool:
     """Keys whose meaning needs translating; returns True when handled."""
     if key == "template":
-        choice = _TEMPLATE_CHOICES.get(str(value).strip().lower())
+        choice = TEMPLATE_CHOICES.get(str(value).strip().lower())
         if choice is None:
             problems.append(f"template: expected caption, object template or style template, got {value!r}")
         else:
@@ -257,21 +216,21 @@ def _read_special(key: str, value: Any, values: dict[str, Any], notes: list[str]
             if choice[1]:
                 values["template_set"] = choice[1]
         return True
-    if key == "lr_warmup":  # the kohya_ss GUI gives warmup as a percentage of the steps
-        values["_lr_warmup_percent"] = _as_float(key, value, problems)
-        return True
-    if key == "max_resolution":
-        parts = [p for p in re.split(r"[,x ]+", str(value).strip()) if p]
-        sizes = {_as_int(key, p, problems) for p in parts}
+    if key in ("max_resolution", "resolution") and not isinstance(value, int):
+        try:
+            sizes = set(parse_resolution(value))
+        except ValueError:
+            problems.append(f"{key}: expected a size like 512 or '512,768', got {value!r}")
+            return True
         if len(sizes) > 1:
-            notes.append(f"max_resolution {value!r}: training uses square {max(sizes)} px (buckets keep aspect).")
+            notes.append(f"{key} {value!r}: training uses square {max(sizes)} px (buckets keep aspect).")
         values["resolution"] = max(sizes) if sizes else 0
         return True
     if key == "stages":
         values["stages"] = value
         return True
     if key == "sample_prompts":
-        values["sample_prompts"] = [_sample_prompt(p) for p in _as_lines(value)]
+        values["sample_prompts"] = _as_lines(value)  # kohya's options (--n, --w, ...) are read when sampling
         return True
     if key == "save_model_as":
         fmt = str(value).strip().lower().lstrip(".")
@@ -283,13 +242,14 @@ def _read_special(key: str, value: Any, values: dict[str, Any], notes: list[str]
     return False
 
 
-def parse_config(data: dict[str, Any]) -> ParsedConfig:
-    """Read a kohya-style dict: aliases mapped, types coerced, unknown keys listed. Validates too."""
+def parse_config(data: dict[str, Any], sd_scripts: bool = False) -> ParsedConfig:
+    """Read a kohya-style dict: aliases mapped, types coerced, unknown keys listed. Validates too.
+    ``sd_scripts``: the dict is an sd-scripts config file, whose defaults apply to missing keys."""
     if not isinstance(data, dict):
         raise ConfigError(["the config must be a JSON object of key: value pairs"])
+    data, notes = normalise_kohya(data, sd_scripts)
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"stages"}
     values: dict[str, Any] = {}
-    notes: list[str] = []
     problems: list[str] = []
     unknown: list[str] = []
     ignored: dict[str, str] = {}
@@ -306,15 +266,17 @@ def parse_config(data: dict[str, Any]) -> ParsedConfig:
         else:
             unknown.append(raw_key)
     stages = _parse_stages(values.pop("stages", []), problems)
-    warmup_percent = values.pop("_lr_warmup_percent", None)
     if problems:
         raise ConfigError(problems)
     config = TrainConfig(**values, stages=stages)
-    if warmup_percent and "lr_warmup_steps" not in values:
-        config.lr_warmup_steps = int(round(config.max_train_steps * warmup_percent / 100))
+    if values.get("lr_warmup_steps"):
+        config.lr_warmup = 0.0  # an absolute warmup wins over the GUI's percentage, as in the kohya_ss GUI
+    elif config.lr_warmup and config.max_train_steps and not config.max_train_epochs:
+        config.lr_warmup_steps = int(config.max_train_steps * config.lr_warmup / 100)
         notes.append(
-            f"lr_warmup {warmup_percent:g}% of {config.max_train_steps} steps = {config.lr_warmup_steps} steps."
+            f"lr_warmup {config.lr_warmup:g}% of {config.max_train_steps} steps = {config.lr_warmup_steps} steps."
         )
+        config.lr_warmup = 0.0
     if config.optimizer.lower() in ("adamw8bit", "adamw_8bit"):
         config.optimizer, config.use_8bit_adam = "AdamW", True
     validate(config)
@@ -364,15 +326,16 @@ def validate(config: TrainConfig) -> None:
         problems.append(token_problem)
     if config.output_name and (validate_token(config.output_name) or os.sep in config.output_name):
         problems.append(f"output_name {config.output_name!r}: use letters, digits, '_', '-' or '.' (it names a file)")
-    if not config.train_data_dir:
-        problems.append("train_data_dir is empty: give the folder that holds your images")
+    if not config.train_data_dir and not config.dataset_config:
+        problems.append("train_data_dir is empty: give the folder that holds your images (or a dataset_config)")
     if not 1 <= config.num_vectors_per_token <= MAX_VECTORS:
         problems.append(f"num_vectors_per_token: must be 1 to {MAX_VECTORS}, got {config.num_vectors_per_token}")
     try:
-        parse_lr_schedule(config.learning_rate, max(config.max_train_steps, 1))
+        parse_lr_schedule(config.learning_rate, max(config.max_train_steps, 1))  # again once epochs are counted
     except ValueError as e:
         problems.append(f"learning_rate: {e}")
-    for key in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "sample_steps"):
+    problems += validate_kohya(config)
+    for key in ("train_batch_size", "gradient_accumulation_steps", "sample_steps"):
         if getattr(config, key) <= 0:
             problems.append(f"{key}: must be positive, got {getattr(config, key)}")
     for key in (
@@ -413,7 +376,12 @@ def validate(config: TrainConfig) -> None:
 
 
 def load_config_file(path: str) -> ParsedConfig:
-    """Read a JSON config from disk with a message that names the file when it is not valid JSON."""
+    """Read a JSON config (ours or the kohya_ss GUI's) or an sd-scripts ``--config_file`` TOML from disk, with a
+    message that names the file when it cannot be read."""
+    if path.lower().endswith(".toml"):
+        from lib_ti.training.kohya_toml import read_config_file
+
+        return parse_config(read_config_file(path), sd_scripts=True)
     try:
         with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
@@ -429,7 +397,13 @@ def config_to_json(config: TrainConfig) -> str:
     return json.dumps(config.to_dict(), indent=2)
 
 
-def save_config_file(config: TrainConfig, path: str) -> None:
+def save_config_file(config: TrainConfig, path: str) -> list[str]:
+    """JSON, or with a .toml name an sd-scripts ``--config_file``; returns notes on what kohya cannot take."""
     from lib_ti.embeddings.files import atomic_write_bytes
 
+    if path.lower().endswith(".toml"):
+        from lib_ti.training.kohya_toml import save_kohya_config
+
+        return save_kohya_config(config, path)
     atomic_write_bytes(path, config_to_json(config).encode("utf-8"))
+    return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,10 @@ class ImageItem:
     path: str
     caption: str
     pixels: torch.Tensor  # (3, H, W) in [-1, 1]
+    repeats: int = 1  # kohya's repeats: seen this many times per epoch
+    dataset: int = 0  # which of the dataset config's [[datasets]] (batch size and buckets are per dataset)
+    flip: bool = False  # flip_aug of its subset
+    options: object = None  # its subset's CaptionOptions
 
 
 @dataclass
@@ -40,15 +45,19 @@ class Dataset:
         return groups
 
 
-def read_caption(path: str) -> tuple[str, str | None]:
-    """The caption text and, when it was not UTF-8, the encoding that read it (for the user to know)."""
+def read_caption(path: str, first_line: bool = False) -> tuple[str, str | None]:
+    """The caption text and, when it was not UTF-8, the encoding that read it (for the user to know).
+    ``first_line``: kohya's reading, which ignores every line after the first."""
     with open(path, "rb") as f:
         raw = f.read()
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16").strip(), "utf-16"
+        text = raw.decode("utf-16")
+        return (text.splitlines() or [""])[0].strip() if first_line else text.strip(), "utf-16"
     for encoding in CAPTION_ENCODINGS:
         try:
             text = raw.decode(encoding)
+            if first_line:
+                text = (text.splitlines() or [""])[0]
             return " ".join(text.split()), None if encoding == "utf-8-sig" else encoding
         except UnicodeDecodeError:
             continue
@@ -106,6 +115,14 @@ def list_images(folder: str) -> list[str]:
     if not folder or not os.path.isdir(folder):
         raise UserError(f"train_data_dir {folder!r} is not a folder. Give the folder that holds your images.")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    if not names:  # kohya's layout: the images are in <repeats>_<name> subfolders
+        names = sorted(
+            os.path.join(sub, n)
+            for sub in os.listdir(folder)
+            if re.match(r"^\d+_", sub) and os.path.isdir(os.path.join(folder, sub))
+            for n in os.listdir(os.path.join(folder, sub))
+            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+        )
     if not names:
         raise UserError(f"train_data_dir {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     return [os.path.join(folder, n) for n in names]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import ContextManager, Protocol
 
@@ -20,6 +21,18 @@ class TrainOptions:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
     offload_vae: bool = False  # latents are cached, so the VAE can leave the GPU while training
+
+
+@dataclass
+class SampleOptions:
+    """One preview's settings (kohya's prompt line options); None leaves the WebUI's default."""
+
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
 
 
 class ModelAdapter(Protocol):
@@ -52,11 +65,35 @@ class ModelAdapter(Protocol):
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: object) -> torch.Tensor:
         """The denoiser's output (eps or v) for noisy latents."""
 
-    def sample(self, prompts: list[str], seed: int, steps: int, size: tuple[int, int]) -> list[Image.Image]:
-        """Preview images with the current vectors (called inside ``training``)."""
+    def sample(
+        self,
+        prompts: list[str],
+        seed: int,
+        steps: int,
+        size: tuple[int, int],
+        options: list[SampleOptions] | None = None,
+    ) -> list[Image.Image]:
+        """Preview images with the current vectors (called inside ``training``). ``options``, one per prompt,
+        override seed, steps and size and add a negative prompt and CFG scale (optional for adapters)."""
 
     def autocast(self, mixed_precision: str) -> ContextManager[None]:
         """Autocast for the forward pass; full precision where mixed precision does not apply."""
+
+
+def sample_with_options(
+    adapter: ModelAdapter, prompts: list[str], seed: int, steps: int, options: list[SampleOptions]
+) -> tuple[list[Image.Image], str]:
+    """Previews with per-prompt options where the adapter takes them; otherwise the run's seed, steps and the first
+    size, and a note saying the options were not used."""
+    size = (options[0].height or 512, options[0].width or 512) if options else (512, 512)
+    if "options" in inspect.signature(adapter.sample).parameters:
+        return adapter.sample(prompts, seed, steps, size, options=options), ""
+    custom = any(
+        o.negative_prompt or o.cfg_scale is not None or (o.seed, o.steps, (o.height, o.width)) != (seed, steps, size)
+        for o in options
+    )
+    note = "This WebUI adapter takes no per-prompt preview options (--n, --w, --h, --d, --s, --l); they are not used."
+    return adapter.sample(prompts, seed, steps, size), note if custom else ""
 
 
 def default_autocast(device: torch.device, mixed_precision: str) -> ContextManager[None]:

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from lib_ti import __version__
+from lib_ti.training.kohya import apply_length, resolve_length, sample_requests
 from lib_ti.training.latents import BatchSampler, LatentCache
+from lib_ti.training.layout import bucket_multiple, dataset_specs, load_planned, plan_dataset
+from lib_ti.training.loss import diffusion_loss
+from lib_ti.training.noise import input_noise, make_noise, sample_timesteps
 from lib_ti.training.captions import make_plan
 from lib_ti.training.config import TrainConfig, config_to_json
-from lib_ti.training.dataset import load_dataset
 from lib_ti.training.early_stop import EarlyStop
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import (
@@ -33,7 +35,7 @@ from lib_ti.embeddings.files import (
     save_embedding,
     save_optimizer_state,
 )
-from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors
+from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors, sample_with_options
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
 from lib_ti.training.schedule import LRSchedule
@@ -84,6 +86,7 @@ class _Run:
         self.files: list[str] = []
         self.losses: list[tuple[int, float]] = []
         self.step = 0
+        self.steps_per_epoch = 0
         self.vectors: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -114,15 +117,9 @@ def train(
     torch.manual_seed(seed)
     rng = random.Random(seed)
 
-    # read the images and encode them once with the VAE
-    resolution = config.resolution or adapter.native_resolution
-    dataset = load_dataset(config.train_data_dir, resolution, config.caption_extension, config.enable_bucket)
-    for note in dataset.notes:
-        run.say(note)
-    run.say(
-        f"{len(dataset.items)} image(s) at {resolution} px, seed {seed}, {adapter.family} model {adapter.model_name}."
-    )
-    cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
+    # plan the data as kohya would (repeats, dataset config, buckets), count the steps, encode the images once
+    cache, batch_sizes = _read_data(run, seed)
+    config = run.config  # now holds the counted max_train_steps
 
     # start the vectors: from an earlier embedding, or from the init word
     _start_vectors(run)
@@ -142,20 +139,40 @@ def train(
     if note:
         run.say(note)
     _load_optimizer(run)
-    plan = make_plan(
+    captions = make_plan(
         config.token_string,
         config.caption_source,
         config.template_set,
         config.templates,
         [(s.step, s.templates) for s in config.stages],
     )
-    sampler = BatchSampler(cache, plan, config.train_batch_size, rng)
+    sampler = BatchSampler(cache, captions, config.train_batch_size, rng, batch_sizes)
     options = TrainOptions(config.gradient_checkpointing, config.mixed_precision, config.offload_vae)
     with adapter.training(config.token_string, leaves, options):
         state, message = _loop(run, sampler)
         final = _save(run, paths.final, checkpoint=False)
     run.say(message)
     return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages)
+
+
+def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
+    """The latents of every planned image and each dataset's batch size; the run learns its length here."""
+    config, adapter = run.config, run.adapter
+    resolution = config.resolution or adapter.native_resolution
+    specs, notes = dataset_specs(config, resolution)
+    plan = plan_dataset(specs, bucket_multiple(adapter.native_resolution))
+    length = resolve_length(config, plan)
+    config, length_notes = apply_length(config, length)
+    run.config, run.steps_per_epoch = config, length.steps_per_epoch
+    dataset = load_planned(plan)
+    for note in notes + dataset.notes + length_notes:
+        run.say(note)
+    run.say(
+        f"{len(dataset.items)} image(s), {plan.images_with_repeats} with repeats, at {resolution} px, seed {seed}, "
+        f"{adapter.family} model {adapter.model_name}. Length: {length.explanation}"
+    )
+    cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
+    return cache, [spec.batch_size for spec in plan.specs]
 
 
 def _same_model(named: str, loaded: str) -> bool:
@@ -285,6 +302,11 @@ class _Steps:
             or time.time() - self.read_at >= READBACK_SECONDS
             or step >= config.max_train_steps
             or any(n and step % n == 0 for n in (config.save_every_n_steps, config.sample_every_n_steps))
+            or bool(
+                (config.save_every_n_epochs or config.sample_every_n_epochs)
+                and self.run.steps_per_epoch
+                and step % self.run.steps_per_epoch == 0
+            )
         )
 
     def read(self) -> tuple[str, str] | None:
@@ -333,37 +355,21 @@ class _Steps:
 def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[torch.Tensor, str]:
     """Forward and backward over gradient_accumulation_steps batches; the mean loss (on the device) and one prompt."""
     config, adapter = run.config, run.adapter
-    total, prompt = 0.0, ""
+    total, prompt, count = 0.0, "", 0
     for _ in range(config.gradient_accumulation_steps):
         latents, prompts = sampler.next_batch(run.step)
         latents = latents.to(adapter.device)
-        noise = torch.randn_like(latents)
-        if config.noise_offset:
-            noise += config.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
-        t = torch.randint(0, alphas.shape[0], (latents.shape[0],), device=latents.device)
+        noise = make_noise(latents, config)
+        t = sample_timesteps(latents.shape[0], config, alphas.shape[0], latents.device)
         with adapter.autocast(config.mixed_precision):
-            loss = diffusion_loss(adapter, alphas, latents, prompts, noise, t) / config.gradient_accumulation_steps
+            loss = diffusion_loss(adapter, alphas, latents, prompts, noise, t, config, input_noise(noise, config))
+            loss = loss / config.gradient_accumulation_steps
         (scaler.scale(loss) if scaler else loss).backward()
         total = total + loss.detach()
-        prompt = prompts[0]
-    return total, prompt
-
-
-def diffusion_loss(
-    adapter: ModelAdapter,
-    alphas: torch.Tensor,
-    latents: torch.Tensor,
-    prompts: list[str],
-    noise: torch.Tensor,
-    t: torch.Tensor,
-) -> torch.Tensor:
-    """The model's own training objective: MSE to the noise (eps models) or to v (v-prediction models)."""
-    a = alphas[t].view(-1, 1, 1, 1)
-    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-    target = noise if adapter.prediction_type == "eps" else a.sqrt() * noise - (1 - a).sqrt() * latents
-    cond = adapter.encode_text(prompts, (latents.shape[2] * 8, latents.shape[3] * 8))
-    pred = adapter.predict(noisy, t, cond)
-    return F.mse_loss(pred.float(), target.float())
+        prompt, count = prompts[0], count + 1
+        if sampler.epoch_ended:  # sd-scripts steps at the end of an epoch even with fewer batches accumulated
+            break
+    return total * config.gradient_accumulation_steps / count, prompt
 
 
 def _optimizer_step(run: _Run, scaler) -> None:
@@ -392,11 +398,18 @@ def _log_step(run: _Run, step: int, loss: float, lr: float) -> None:
 
 
 def _periodic(run: _Run) -> None:
-    config = run.config
-    if config.save_every_n_steps and run.step % config.save_every_n_steps == 0 and run.step < config.max_train_steps:
-        _save(run, run.paths.checkpoint(run.step), checkpoint=True)
-    if config.sample_every_n_steps and run.step % config.sample_every_n_steps == 0:
-        _samples(run)
+    """Checkpoints and previews every N steps, or at the end of every N-th epoch (kohya's *_every_n_epochs)."""
+    config, step = run.config, run.step
+    epoch_end = bool(run.steps_per_epoch) and step % run.steps_per_epoch == 0
+    epoch = step // run.steps_per_epoch if run.steps_per_epoch else 0
+
+    def every(n_steps: int, n_epochs: int) -> bool:
+        return bool(n_steps and step % n_steps == 0) or bool(n_epochs and epoch_end and epoch % n_epochs == 0)
+
+    if every(config.save_every_n_steps, config.save_every_n_epochs) and step < config.max_train_steps:
+        _save(run, run.paths.checkpoint(step), checkpoint=True)
+    if every(0 if config.sample_every_n_epochs else config.sample_every_n_steps, config.sample_every_n_epochs):
+        _samples(run)  # sd-scripts: sample_every_n_epochs overrides sample_every_n_steps
 
 
 def _metadata(run: _Run) -> dict[str, str]:
@@ -428,10 +441,14 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
 
 def _samples(run: _Run) -> None:
     config = run.config
-    prompts = [p.replace("[name]", config.token_string) for p in config.sample_prompts] or [config.token_string]
+    lines = [p.replace("[name]", config.token_string) for p in config.sample_prompts] or [config.token_string]
     resolution = config.resolution or run.adapter.native_resolution
+    prompts, options, notes = sample_requests(lines, config.sample_seed, config.sample_steps, resolution)
     with torch.no_grad():
-        images = run.adapter.sample(prompts, config.sample_seed, config.sample_steps, (resolution, resolution))
+        images, note = sample_with_options(run.adapter, prompts, config.sample_seed, config.sample_steps, options)
+    for text in notes + [note]:
+        if text and text not in run.messages:  # said once per run, not at every preview
+            run.say(text)
     paths = []
     make_folder(run.paths.samples_dir)
     for i, image in enumerate(images):

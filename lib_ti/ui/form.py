@@ -16,6 +16,7 @@ from lib_ti.training.config import (
     TrainConfig,
 )
 from lib_ti.errors import ConfigError
+from lib_ti.training.kohya import HUBER_SCHEDULES, LOSS_TYPES, NOISE_OFFSET_TYPES
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,42 @@ FIELDS: tuple[Field, ...] = (
     Field("sample_steps", "Preview sampling steps", "int", group="Previews"),
 )
 
-GROUPS = ("Embedding", "Training", "Captions", "Previews")
+KOHYA = "Dataset and length (kohya)"
+LOSS = "Noise and loss (kohya)"
+KOHYA_FIELDS: tuple[Field, ...] = (
+    Field("dataset_config", "Dataset config TOML (replaces the dataset directory)", "text", group=KOHYA),
+    Field("max_train_epochs", "Epochs (0 = use Max steps)", "int", group=KOHYA, info="sd-scripts' max_train_epochs"),
+    Field("epoch", "kohya_ss GUI epochs (when Max steps is 0)", "int", group=KOHYA),
+    Field("save_every_n_epochs", "Save a checkpoint every N epochs (0 = off)", "int", group=KOHYA),
+    Field("sample_every_n_epochs", "Preview every N epochs (0 = off)", "int", group=KOHYA),
+    Field("shuffle_caption", "Shuffle caption tags", "bool", group=KOHYA),
+    Field("keep_tokens", "Keep the first N tags in place", "int", group=KOHYA),
+    Field("caption_dropout_rate", "Caption dropout rate", "float", group=KOHYA),
+    Field("caption_dropout_every_n_epochs", "Drop every caption every N epochs (0 = off)", "int", group=KOHYA),
+    Field("min_bucket_reso", "Smallest bucket side", "int", group=KOHYA),
+    Field("max_bucket_reso", "Largest bucket side", "int", group=KOHYA),
+    Field("bucket_reso_steps", "Bucket step", "int", group=KOHYA),
+    Field("bucket_no_upscale", "Buckets never upscale", "bool", group=KOHYA),
+    Field("lr_warmup", "Warmup, % of the steps (kohya_ss GUI)", "float", group=KOHYA),
+    Field("noise_offset_type", "Noise offset type", "choice", NOISE_OFFSET_TYPES, group=LOSS),
+    Field("noise_offset_random_strength", "Random noise offset strength", "bool", group=LOSS),
+    Field("adaptive_noise_scale", "Adaptive noise scale", "float", group=LOSS),
+    Field("multires_noise_iterations", "Multires noise iterations (0 = off)", "int", group=LOSS),
+    Field("multires_noise_discount", "Multires noise discount", "float", group=LOSS),
+    Field("ip_noise_gamma", "Input perturbation noise gamma", "float", group=LOSS),
+    Field("ip_noise_gamma_random_strength", "Random input perturbation strength", "bool", group=LOSS),
+    Field("min_timestep", "Min timestep", "int", group=LOSS),
+    Field("max_timestep", "Max timestep", "int", group=LOSS),
+    Field("min_snr_gamma", "Min-SNR gamma (0 = off)", "float", group=LOSS),
+    Field("loss_type", "Loss", "choice", LOSS_TYPES, group=LOSS),
+    Field("huber_c", "Huber c", "float", group=LOSS),
+    Field("huber_schedule", "Huber schedule", "choice", HUBER_SCHEDULES, group=LOSS),
+    Field("scale_v_pred_loss_like_noise_pred", "Scale v-prediction loss like noise prediction", "bool", group=LOSS),
+    Field("v_pred_like_loss", "Add v-prediction-like loss (0 = off)", "float", group=LOSS),
+)
+FIELDS = FIELDS + KOHYA_FIELDS
+
+GROUPS = ("Embedding", "Training", "Captions", "Previews", KOHYA, LOSS)
 
 
 def stages_to_text(stages: list[Stage]) -> str:

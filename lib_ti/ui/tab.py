@@ -18,6 +18,7 @@ from lib_ti.training.model import ModelAdapter
 from lib_ti.ui.queue_section import QueueActions, build_queue_section
 from lib_ti.ui.grid_section import GridActions, build_test_section
 from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
+from lib_ti.ui.dataset_preview import build_preview
 
 ELEM = "ti_trainer"
 
@@ -78,6 +79,13 @@ class TabActions:
         self.manager.run(job, parsed.config, lambda: adapter, self.host, lock=no_lock())
         return list(job.samples), result_html(job)
 
+    def native_resolution(self) -> int:
+        """The loaded model's training size for 'resolution 0'; 512 when no model can be asked."""
+        try:
+            return self.adapter_factory().native_resolution
+        except Exception:  # no model loaded: the preview still counts images and steps
+            return 512
+
     def interrupt(self) -> None:
         job = self.manager.current()
         if job is not None and job.state in ("queued", "running"):
@@ -104,10 +112,10 @@ class TabActions:
             parsed = parse_config(values_to_dict(values))
             if os.path.isdir(path):
                 path = os.path.join(path, f"{parsed.config.name}.json")
-            save_config_file(parsed.config, path)
+            notes = save_config_file(parsed.config, path)
         except UserError as e:
             return message_html(str(e), "error")
-        return message_html(f"Saved {path}", "ok")
+        return message_html("\n".join([f"Saved {path}", *notes]), "ok")
 
 
 def _component(gr, spec, default: Any):
@@ -146,9 +154,11 @@ def build_tab(
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 with gr.Row():
-                    config_path = gr.Textbox(label="Config file (JSON)", elem_id=f"{ELEM}_config_path", scale=4)
+                    config_path = gr.Textbox(
+                        label="Config file (JSON, or sd-scripts TOML)", elem_id=f"{ELEM}_config_path", scale=4
+                    )
                     config_upload = gr.File(
-                        label="or upload", file_types=[".json"], elem_id=f"{ELEM}_config_upload", scale=2
+                        label="or upload", file_types=[".json", ".toml"], elem_id=f"{ELEM}_config_upload", scale=2
                     )
                 with gr.Row():
                     load_button = gr.Button("Load config", elem_id=f"{ELEM}_load")
@@ -160,6 +170,7 @@ def build_tab(
                             if spec.group == group:
                                 components.append((FIELDS.index(spec), _component(gr, spec, default)))
                 inputs = [c for _, c in sorted(components, key=lambda item: item[0])]
+                build_preview(gr, inputs, values_to_dict, actions.native_resolution)
             with gr.Column(scale=2):
                 with gr.Row():
                     train_button = gr.Button("Train embedding", variant="primary", elem_id=f"{ELEM}_train")

@@ -148,7 +148,7 @@ def test_save_model_as_unknown_is_a_problem():
     assert any(p.startswith("save_model_as:") for p in bad(save_model_as="diffusers"))
 
 
-def test_sample_prompts_kohya_options_stripped():
+def test_sample_prompts_kohya_options_kept_for_sampling():
     text = (
         "a painting of a cat by [name] --n blurry, ugly --w 512 --h 512 --s 20\n"
         "# a comment line\n"
@@ -157,12 +157,16 @@ def test_sample_prompts_kohya_options_stripped():
         "plain prompt"
     )
     config = parse(sample_prompts=text).config
-    assert config.sample_prompts == ["a painting of a cat by [name]", "[name] landscape", "plain prompt"]
+    assert config.sample_prompts == [
+        "a painting of a cat by [name] --n blurry, ugly --w 512 --h 512 --s 20",
+        "[name] landscape --d 42",
+        "plain prompt",
+    ]
 
 
 def test_sample_prompts_as_list():
     config = parse(sample_prompts=["one --n bad", " two "]).config
-    assert config.sample_prompts == ["one", "two"]
+    assert config.sample_prompts == ["one --n bad", "two"]
 
 
 def test_sample_prompt_double_dash_inside_word_is_kept():
@@ -270,8 +274,8 @@ def test_kohya_ss_gui_style_config():
         1600,
     )
     assert c.use_8bit_adam and c.mixed_precision == "fp16"
-    assert parsed.unknown_keys == ["use_wandb"]
-    assert set(parsed.ignored_keys) == {"cache_latents", "xformers"}
+    assert parsed.unknown_keys == []
+    assert set(parsed.ignored_keys) == {"cache_latents", "xformers", "use_wandb"}
 
 
 def test_kohya_ss_gui_blank_numbers_mean_default():

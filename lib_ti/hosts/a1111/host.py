@@ -12,6 +12,7 @@ from lib_ti.hosts.a1111.embedding_db import embeddings_dir, existing_embedding_n
 from lib_ti.hosts.a1111.grid import grid_after_training
 from lib_ti.hosts.a1111.model import WebUIModel
 
+
 class WebUIHost:
     """``lib_ti.jobs.manager.Host`` on the WebUI: its GPU queue, folders, progress bar and Interrupt button.
 
@@ -48,7 +49,7 @@ class WebUIHost:
         self._digest = WebUIModel().weights_digest() if shared.opts.data.get("ti_trainer_verify_model") else None
 
     def progress(self, job, record) -> None:
-        shared.state.job_no = record.step
+        shared.state.job_no, shared.state.job_count = record.step, record.max_steps
         shared.state.textinfo = f"Step {record.step}/{record.max_steps}, loss {record.loss:.4f}, lr {record.lr:.2e}"
 
     def preview(self, job, images: list) -> None:
@@ -77,5 +78,3 @@ class WebUIHost:
             job.messages.append("Test grid saved: " + ", ".join(paths))
         except UserError as e:
             job.messages.append(f"No test grid: {e}")
-
-

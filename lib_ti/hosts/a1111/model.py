@@ -19,7 +19,8 @@ from modules import devices, processing, prompt_parser, sd_hijack, shared
 
 from lib_ti.errors import UserError
 from lib_ti.hosts.a1111.embedding_db import clear_conditioning_cache, make_embedding, reload_embeddings
-from lib_ti.training.model import TrainOptions, default_autocast
+from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
+
 
 def _family(model) -> str:
     if getattr(model, "is_sdxl", False) and not getattr(model, "is_sdxl_inpaint", False):
@@ -137,8 +138,16 @@ class WebUIModel:
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond) -> torch.Tensor:
         return self.m.apply_model(noisy.to(devices.dtype_unet), timesteps, cond)
 
-    def sample(self, prompts: list[str], seed: int, steps: int, size: tuple[int, int]) -> list[Image.Image]:
-        """Previews through the WebUI's own txt2img, leaving the progress counters as they were."""
+    def sample(
+        self,
+        prompts: list[str],
+        seed: int,
+        steps: int,
+        size: tuple[int, int],
+        options: list[SampleOptions] | None = None,
+    ) -> list[Image.Image]:
+        """Previews through the WebUI's own txt2img, leaving the progress counters as they were; ``options``
+        (kohya's prompt line options) set each preview's negative prompt, size, seed, steps and CFG scale."""
         state = shared.state
         saved = (state.job, state.job_no, state.job_count, state.textinfo)
         images = []
@@ -147,17 +156,21 @@ class WebUIModel:
         if vae_away:
             vae.to(devices.device)
         try:
-            for prompt in prompts:
+            for i, prompt in enumerate(prompts):
                 if state.interrupted:
                     break
+                o = options[i] if options else SampleOptions()
+                extra = {"cfg_scale": o.cfg_scale} if o.cfg_scale is not None else {}
                 clear_conditioning_cache()
                 p = processing.StableDiffusionProcessingTxt2Img(
                     sd_model=self.m,
                     prompt=prompt,
-                    seed=seed,
-                    steps=steps,
-                    width=size[1],
-                    height=size[0],
+                    negative_prompt=o.negative_prompt,
+                    seed=seed if o.seed is None else o.seed,
+                    steps=o.steps or steps,
+                    width=o.width or size[1],
+                    height=o.height or size[0],
+                    **extra,
                     do_not_save_grid=True,
                     do_not_save_samples=True,
                     do_not_reload_embeddings=True,
@@ -179,7 +192,6 @@ class WebUIModel:
             h.update(name.encode())
             h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
-
 
 
 @contextlib.contextmanager
@@ -238,5 +250,3 @@ def _checkpointing(enabled: bool) -> Iterator[None]:
     finally:
         for cls, forward in classes:
             cls.forward = forward
-
-
