@@ -457,3 +457,28 @@ def test_files_the_webui_reads_are_inspected_and_converted(http, tmp_path):
     finally:
         cleanup(token)
         cleanup(token + "w")
+
+
+def test_kohya_folder_trains_the_steps_kohya_counts(http, tmp_path):
+    """img/3_mystyle: 3 images × 3 repeats in batches of 2 = 5 batches per epoch; 2 epochs = 10 steps."""
+    folder = tmp_path / "img" / "3_mystyle"
+    make_dataset(str(folder), count=3, caption=None, size=(64, 64))
+    for i in range(3):
+        (folder / f"{i:03d}.caption").write_text("mystyle, a test", encoding="utf-8")
+    token = f"kohya{int(time.time())}"
+    config = {
+        "train_data_dir": str(tmp_path / "img"), "token_string": token, "init_word": "art", "train_batch_size": 2,
+        "max_train_epochs": 2, "max_train_steps": "", "save_every_n_epochs": 1, "max_resolution": "64,64",
+        "caption_extension": "", "template": "caption",
+    }  # fmt: skip
+    try:
+        preview = http.post(f"{URL}/ti-trainer/v1/dataset/preview", json=config, timeout=120).json()
+        assert (preview["images_with_repeats"], preview["batches_per_epoch"], preview["max_train_steps"]) == (9, 5, 10)
+        assert preview["images"][0]["caption"] == "mystyle, a test"  # the .caption file, kohya's default
+        job = http.post(f"{URL}/ti-trainer/v1/train", json=config, timeout=120).json()
+        done = wait_for(http, job["job_id"])
+        assert done["state"] == "done" and done["step"] == 10
+        names = {os.path.basename(f) for f in done["files"]}
+        assert {f"{token}-5.safetensors", f"{token}-10.safetensors"} <= names
+    finally:
+        cleanup(token)
