@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from lib_ti.errors import UserError
+from lib_ti.grid.aliases import alias
 
 PLACEHOLDER = "[name]"
 MODES = ("emphasis", "vectors")
@@ -80,26 +81,56 @@ def format_strength(value: float | None) -> str:
     return "without" if value is None else f"{value:g}"
 
 
-def build_prompt(template: str, name: str, strength: float | None, mode: str) -> str:
-    """The prompt a cell sends to txt2img. Any other WebUI syntax in the template is left as it is."""
+def name_pattern(name: str, aliases: bool = False) -> str:
+    """A regex for the embedding's name as the WebUI matches it: a whole word, any case, optionally with the
+    emphasis around it (``(name)``, ``(name:1.1)``); with ``aliases``, also its checkpoint/scale words."""
+    word = re.escape(name) + (r"(?:-\d+)?(?:-x\d+(?:\.\d+)?)?" if aliases else "")
+    return rf"\(\s*{word}\s*(?::\s*[\d.]+\s*)?\)|(?<![\w.\-]){word}(?![\w.\-])"
+
+
+def remove_name(text: str) -> str:
+    """The prompt with [name] taken out and no gaps left: no double spaces, empty emphasis or dangling commas."""
+    text = text.replace(PLACEHOLDER, "")
+    text = re.sub(r"\(\s*(?::\s*[\d.]+)?\s*\)", "", text)
+    text = re.sub(r"\s+([,)])", r"\1", text)
+    text = re.sub(r"\(\s*,\s*", "(", re.sub(r",\s*\)", ")", text))
+    text = re.sub(r",\s*(?:,\s*)+", ", ", text)
+    text = re.sub(r"^[\s,]+|[\s,]+$", "", text)
+    return re.sub(r"\s{2,}", " ", text)
+
+
+def build_prompt(template: str, name: str, strength: float | None, mode: str, step: str | None = None) -> str:
+    """The prompt a cell sends to txt2img. Any other WebUI syntax in the template is left as it is.
+
+    A checkpoint is named ``<name>-<step>``; in vector mode the scale is part of the name too (``<name>-x1.2``):
+    the prompt alone then says which vectors the cell used, and txt2img reproduces it from the infotext.
+    """
     if strength is None:
-        text = template.replace(PLACEHOLDER, "")
-        text = re.sub(r"\(\s*:[\d.]+\)|\(\s*\)", "", text)
-        return re.sub(r"\s{2,}", " ", re.sub(r"^[\s,]+|[\s,]+$", "", re.sub(r"\s*,\s*(,\s*)+", ", ", text)))
+        return remove_name(template)
     if mode == "emphasis":
-        return template.replace(PLACEHOLDER, f"({name}:{strength:g})")
-    return template.replace(PLACEHOLDER, name)
+        return template.replace(PLACEHOLDER, f"({alias(name, step)}:{strength:g})")
+    return template.replace(PLACEHOLDER, alias(name, step, strength))
 
 
-def check_prompts(prompts: list[str]) -> tuple[list[str], list[str]]:
-    """Prompts to use and notes: a prompt without [name] gets the embedding put in front, and says so."""
-    lines = [p.strip() for p in prompts if p.strip()]
+def place_name(line: str, name: str) -> str:
+    """The embedding's own name in a prompt marks its place like [name] (weights written around it included)."""
+    line = re.sub(r"\(\s*\[name\]\s*(?::\s*[\d.]+\s*)?\)", PLACEHOLDER, line)
+    return re.sub(name_pattern(name), PLACEHOLDER, line, flags=re.IGNORECASE) if name else line
+
+
+def check_prompts(prompts: list[str], name: str = "") -> tuple[list[str], list[str]]:
+    """Prompts to use and notes. The embedding's name counts as [name]; a prompt with neither gets the embedding
+    put in front, and says so."""
+    lines = [place_name(p.strip(), name) for p in prompts if p.strip()]
     if not lines:
         raise UserError("Test prompts: give at least one, with [name] where the embedding goes, e.g. '[name] portrait'")
     notes, out = [], []
     for line in lines:
         if PLACEHOLDER not in line:
-            notes.append(f"The prompt {line!r} has no [name]; the embedding was put in front: '[name], {line}'.")
+            notes.append(
+                f"The prompt {line!r} names neither [name] nor {name or 'the embedding'}; the embedding was put in "
+                f"front: '[name], {line}'."
+            )
             line = f"[name], {line}"
         out.append(line)
     return out, notes
@@ -126,7 +157,7 @@ def plan_grid(
             "Layout: put each of strength, prompt and checkpoint on exactly one of X, Y and Z "
             f"(got X={x}, Y={y}, Z={z})."
         )
-    prompts, notes = check_prompts(prompts)
+    prompts, notes = check_prompts(prompts, name)
     values = {
         "strength": ([None] if baseline else []) + list(strengths),
         "prompt": prompts,
@@ -145,6 +176,7 @@ def plan_grid(
         pick = {axes["x"]: xi, axes["y"]: yi, axes["z"]: zi}
         strength = values["strength"][pick["strength"]]
         template = values["prompt"][pick["prompt"]]
+        checkpoint = values["checkpoint"][pick["checkpoint"]]
         cells.append(
             Cell(
                 xi,
@@ -152,8 +184,8 @@ def plan_grid(
                 zi,
                 strength,
                 template,
-                values["checkpoint"][pick["checkpoint"]],
-                build_prompt(template, name, strength, mode),
+                checkpoint,
+                build_prompt(template, name, strength, mode, checkpoint.label),
             )
         )
     return GridPlan(cells, axes, labels, notes)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from lib_ti.grid.plan import PLACEHOLDER, name_pattern, remove_name
+
 
 class ClipScorer(Protocol):
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor: ...
@@ -47,10 +49,11 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def prompt_without(prompt: str, name: str) -> str:
-    """The prompt with the embedding (and its weight syntax) taken out, for text similarity."""
-    text = re.sub(rf"\(\s*{re.escape(name)}\s*:\s*[\d.]+\s*\)", "", prompt)
-    text = re.sub(rf"(?<![\w.\-]){re.escape(name)}(?![\w.\-])", "", text)
-    return re.sub(r"\s{2,}", " ", re.sub(r"^[\s,]+|[\s,]+$", "", text)) or "a picture"
+    """The prompt with the embedding (its checkpoint/scale words and weight syntax too) taken out, for text
+    similarity."""
+    return remove_name(re.sub(name_pattern(name, aliases=True), PLACEHOLDER, prompt, flags=re.IGNORECASE)) or (
+        "a picture"
+    )
 
 
 def score_cells(

@@ -9,14 +9,13 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Protocol
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
 from lib_ti.training.dataset import list_images, open_image
 from lib_ti.errors import UserError
-from lib_ti.embeddings.files import load_embedding
 from lib_ti.grid.plan import (
     DEFAULT_PROMPTS,
     DEFAULT_STRENGTHS,
@@ -46,7 +45,6 @@ class LoadedEmbedding:
 
 class GridBackend(Protocol):
     def embedding(self, name: str) -> LoadedEmbedding: ...
-    def override(self, name: str, vectors: dict[str, torch.Tensor], shorthash: str) -> ContextManager[None]: ...
     def render(self, prompt: str, gen: dict[str, Any], extra: dict[str, str]) -> tuple[Image.Image, str, str]: ...
     def save_grid(self, image: Image.Image, seed: int, title: str, info: str) -> str: ...
     def progress(self, done: int, total: int, text: str) -> None: ...
@@ -150,7 +148,6 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
     }
     if request.sampler_name:
         gen["sampler_name"] = request.sampler_name
-    vectors_cache: dict[str | None, tuple[dict[str, torch.Tensor], str]] = {None: (loaded.vectors, loaded.shorthash)}
     baselines: dict[str, tuple[Image.Image, str, str]] = {}  # without the embedding, one image per prompt
     rendered: dict[Cell, tuple[Image.Image, str, str]] = {}
     interrupted = False
@@ -164,7 +161,7 @@ def run_grid(request: GridRequest, backend: GridBackend) -> GridResult:
                 baselines[cell.prompt] = backend.render(cell.prompt, gen, {})
             rendered[cell] = baselines[cell.prompt]
         else:
-            rendered[cell] = _render_cell(cell, request, loaded, backend, gen, vectors_cache)
+            rendered[cell] = _render_cell(cell, request, loaded, backend, gen)
     backend.progress(len(rendered), len(plan.cells), "Drawing the grid")
     result = _assemble(plan, rendered, request, backend, seed, interrupted)
     if request.scores and result.cells:
@@ -193,23 +190,17 @@ def _add_scores(result: GridResult, images: list[Image.Image], loaded: LoadedEmb
 
 
 def _render_cell(
-    cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict, cache: dict
+    cell: Cell, request: GridRequest, loaded: LoadedEmbedding, backend: GridBackend, gen: dict
 ) -> tuple[Image.Image, str, str]:
-    """A cell with the embedding: its checkpoint's vectors (read once), scaled in vector mode."""
+    """A cell with the embedding. Its prompt names the checkpoint and, in vector mode, the scale
+    (``name-300-x1.2``): txt2img resolves that word, so the cell's infotext reproduces the cell."""
     path = cell.checkpoint.path
-    if path not in cache:
-        if not os.path.isfile(path):
-            raise UserError(f"Checkpoint {path!r} is missing on disk.")
-        cache[path] = (load_embedding(path)[0], file_shorthash(path))
-    vectors, shorthash = cache[path]
+    if path is not None and not os.path.isfile(path):
+        raise UserError(f"Checkpoint {path!r} is missing on disk.")
     extra = {} if path is None else {"TI checkpoint": f"{loaded.name} step {cell.checkpoint.label}"}
     if request.mode == "vectors":
-        vectors = {k: v * cell.strength for k, v in vectors.items()}
         extra["TI strength"] = f"{loaded.name} vectors x{cell.strength:g}"
-    elif path is None:
-        return backend.render(cell.prompt, gen, extra)
-    with backend.override(loaded.name, vectors, shorthash):
-        return backend.render(cell.prompt, gen, extra)
+    return backend.render(cell.prompt, gen, extra)
 
 
 def _assemble(

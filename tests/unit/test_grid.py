@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +9,7 @@ from PIL import Image
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import save_embedding
 from lib_ti.grid.plan import Checkpoint, build_prompt, check_prompts, parse_strengths, pick_checkpoints, plan_grid
+from lib_ti.grid.aliases import alias, alias_vectors, aliases_in_prompt, parse_alias
 from lib_ti.grid.image import draw_grid
 from lib_ti.grid.run import GridRequest, LoadedEmbedding, file_shorthash, run_grid
 
@@ -32,14 +31,40 @@ def test_strengths_parse_and_bad_values_are_named():
         ("[name] portrait", 0.8, "emphasis", "(mystyle:0.8) portrait"),
         ("[name] portrait", 1.0, "emphasis", "(mystyle:1) portrait"),
         ("<lora:x:0.8> [name], (red:1.1)", 1.2, "emphasis", "<lora:x:0.8> (mystyle:1.2), (red:1.1)"),
-        ("[name] portrait", 0.8, "vectors", "mystyle portrait"),
+        ("[name] portrait", 0.8, "vectors", "mystyle-x0.8 portrait"),
+        ("[name] portrait", 1.0, "vectors", "mystyle portrait"),
         ("[name] portrait", None, "emphasis", "portrait"),
         ("beautiful [name] artwork", None, "vectors", "beautiful artwork"),
         ("[name], oil", None, "emphasis", "oil"),
+        ("a [name], b", None, "emphasis", "a, b"),
+        ("a, [name], b", None, "emphasis", "a, b"),
+        ("(x, [name]) y", None, "emphasis", "(x) y"),
     ],
 )
 def test_prompt_building(template, strength, mode, expected):
     assert build_prompt(template, "mystyle", strength, mode) == expected
+
+
+@pytest.mark.parametrize(
+    "mode,strength,expected",
+    [("emphasis", 1.2, "(mystyle-300:1.2) portrait"), ("vectors", 1.2, "mystyle-300-x1.2 portrait")],
+)
+def test_a_checkpoint_cell_names_the_checkpoint_and_its_scale_in_the_prompt(mode, strength, expected):
+    assert build_prompt("[name] portrait", "mystyle", strength, mode, "300") == expected
+    assert build_prompt("[name] portrait", "mystyle", strength, mode, "final") == build_prompt(
+        "[name] portrait", "mystyle", strength, mode
+    )
+
+
+def test_alias_words_round_trip_and_only_for_known_names():
+    names = ["mystyle", "my-s"]
+    for step, scale in ((300, None), (None, 1.2), (40, 0.5)):
+        assert parse_alias(alias("mystyle", str(step) if step else None, scale), names) == ("mystyle", step, scale)
+    assert parse_alias("my-s-3-x0.5", names) == ("my-s", 3, 0.5)
+    assert parse_alias("mystyle", names) is None and parse_alias("mystyle-abc", names) is None
+    assert parse_alias("other-300", names) is None
+    found = aliases_in_prompt("(mystyle-300:1.2), mystyle-x1.2 cat, mystyle, mystyle-300", names)
+    assert found == [("mystyle-300", "mystyle", 300, None), ("mystyle-x1.2", "mystyle", None, 1.2)]
 
 
 def test_prompt_without_placeholder_gets_the_embedding_in_front_and_says_so():
@@ -47,6 +72,37 @@ def test_prompt_without_placeholder_gets_the_embedding_in_front_and_says_so():
     assert prompts == ["[name], a cat", "[name] dog"] and "a cat" in notes[0]
     with pytest.raises(UserError, match="at least one"):
         check_prompts(["", " "])
+
+
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("mystyle portrait", "[name] portrait"),
+        ("beautiful mystyle artwork", "beautiful [name] artwork"),
+        ("(mystyle:1.1), cat", "[name], cat"),
+        ("( mystyle ) cat", "[name] cat"),
+        ("MyStyle cat", "[name] cat"),  # the tokenizer lowercases: the WebUI uses the embedding for this too
+        ("mystyles, mystyle-old, my style", "[name], mystyles, mystyle-old, my style"),
+        ("([name]:1.3) cat", "[name] cat"),
+    ],
+)
+def test_the_embeddings_own_name_marks_its_place(line, expected):
+    prompts, notes = check_prompts([line], "mystyle")
+    assert prompts == [expected] and bool(notes) == (expected.startswith("[name], mystyles"))
+
+
+def test_a_prompt_naming_the_embedding_gets_it_once_and_a_clean_baseline():
+    plan = plan_grid(
+        "mystyle", [1.2], ["beautiful mystyle artwork", "(mystyle:1.1), portrait"], [], "emphasis", True,
+        "strength", "prompt", "checkpoint", max_images=10,
+    )  # fmt: skip
+    assert [c.prompt for c in plan.cells] == [
+        "beautiful artwork",
+        "beautiful (mystyle:1.2) artwork",
+        "portrait",
+        "(mystyle:1.2), portrait",
+    ]
+    assert plan.notes == []
 
 
 def test_layout_puts_each_axis_once_and_counts_cells():
@@ -71,7 +127,7 @@ def test_layout_puts_each_axis_once_and_counts_cells():
     }
     assert len(plan.cells) == 18 and len({(c.x, c.y, c.z) for c in plan.cells}) == 18
     cell = next(c for c in plan.cells if (c.x, c.y, c.z) == (1, 0, 2))
-    assert cell.prompt == "(tok:1.2) portrait" and cell.checkpoint.label == "100"
+    assert cell.prompt == "(tok-100:1.2) portrait" and cell.checkpoint.label == "100"
     with pytest.raises(UserError, match="exactly one"):
         plan_grid("tok", [1.0], ["[name]"], [], "emphasis", False, "strength", "strength", "prompt", 10)
 
@@ -125,14 +181,12 @@ class RecordingBackend:
             raise UserError(f"Unknown embedding {name!r}")
         return self.loaded
 
-    @contextlib.contextmanager
-    def override(self, name, vectors, shorthash):
-        self.active = (vectors["clip_l"].sum().item(), shorthash)
-        yield
-        self.active = None
-
     def render(self, prompt, gen, extra):
-        total, shorthash = self.active or (self.loaded.vectors["clip_l"].sum().item(), self.loaded.shorthash)
+        """Resolves checkpoint/scale words as the WebUI adapter does in txt2img: the prompt alone decides."""
+        total, shorthash = self.loaded.vectors["clip_l"].sum().item(), self.loaded.shorthash
+        for _, name, step, scale in aliases_in_prompt(prompt, [self.loaded.name]):
+            vectors, path = alias_vectors(name, step, scale, self.loaded.vectors, self.loaded.run_dir)
+            total, shorthash = vectors["clip_l"].sum().item(), file_shorthash(path) if path else self.loaded.shorthash
         self.calls.append((prompt, round(total, 3), shorthash, dict(gen), dict(extra)))
         return Image.new("RGB", (gen["width"], gen["height"]), (int(total) % 256, 0, 0)), f"{prompt} {shorthash}", ""
 
@@ -202,7 +256,7 @@ def test_vector_mode_scales_the_vectors_and_emphasis_mode_the_prompt(backend):
         ),
         backend,
     )
-    assert [(c[0], c[1]) for c in backend.calls] == [("x", 24.0), ("tok x", 12.0), ("tok x", 48.0)]
+    assert [(c[0], c[1]) for c in backend.calls] == [("x", 24.0), ("tok-x0.5 x", 12.0), ("tok-x2 x", 48.0)]
     assert backend.calls[1][4]["TI strength"] == "tok vectors x0.5"
     backend.calls.clear()
     run_grid(

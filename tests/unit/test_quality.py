@@ -47,6 +47,8 @@ def noise(seed):
 def test_prompt_without_the_embedding():
     assert prompt_without("(tok:1.2) portrait, tok art", "tok") == "portrait, art"
     assert prompt_without("tok", "tok") == "a picture"
+    assert prompt_without("beautiful (tok-300:1.2) art", "tok") == "beautiful art"
+    assert prompt_without("tok-300-x0.8, portrait", "tok") == "portrait"
 
 
 def test_scores_rank_the_training_image_first(scorer):
