@@ -2,7 +2,7 @@
 
 import os
 
-from modules import call_queue, infotext_utils, script_callbacks, shared
+from modules import call_queue, infotext_utils, script_callbacks, scripts, shared
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import hosts
@@ -27,6 +27,20 @@ batch_queue = BatchQueue(
     job_runner(manager, api_host, webui.WebUIModel),
     lambda entry: webui.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
 )
+
+
+class CheckpointNames(scripts.Script):
+    """'<name>-<step>' (a run's checkpoint) and '<name>-x<w>' (scaled vectors) work in every prompt, so a test grid
+    cell's infotext reproduces it in txt2img, after a reload or a restart too."""
+
+    def title(self):
+        return "TI Trainer: checkpoint names in prompts"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        webui.resolve_prompt_aliases(p, api_host.run_root())
 
 
 def on_ui_settings():

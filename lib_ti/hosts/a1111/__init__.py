@@ -3,7 +3,7 @@
 The names below are the whole surface the glue in ``scripts/`` uses; every WebUI package exports the same.
 """
 
-from lib_ti.hosts.a1111.embedding_db import existing_embedding_names, reload_embeddings
+from lib_ti.hosts.a1111.embedding_db import existing_embedding_names, reload_embeddings, resolve_prompt_aliases
 from lib_ti.hosts.a1111.grid import grid_after_training, run_grid_queued, txt2img_defaults
 from lib_ti.hosts.a1111.host import WebUIHost
 from lib_ti.hosts.a1111.inspection import WebUIInspection
@@ -21,6 +21,7 @@ __all__ = [
     "existing_embedding_names",
     "grid_after_training",
     "reload_embeddings",
+    "resolve_prompt_aliases",
     "run_grid_queued",
     "txt2img_defaults",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+import logging
+import os
 
 import torch
 
@@ -11,6 +11,8 @@ from modules import devices, processing, sd_hijack, shared
 from modules.textual_inversion.textual_inversion import Embedding
 
 from lib_ti.errors import UserError
+
+log = logging.getLogger(__name__)
 
 def clear_conditioning_cache() -> None:
     """The WebUI caches conditioning by prompt text, not by vectors: clear it whenever the vectors change."""
@@ -69,17 +71,79 @@ def webui_vec(vectors: dict[str, torch.Tensor]):
     return moved["clip_l"] if set(moved) == {"clip_l"} else moved
 
 
-@contextlib.contextmanager
-def embedding_override(name: str, vectors: dict[str, torch.Tensor], shorthash: str) -> Iterator[None]:
-    """For one cell, prompts naming ``name`` use these vectors; the WebUI's own entry comes back afterwards."""
+def route_name(name: str, embedding: Embedding) -> None:
+    """Prompts naming ``name`` use ``embedding`` when they are encoded, while the embedding lists (Extra Networks'
+    cards, /sdapi/v1/embeddings) keep what they had: they expect a file behind every entry, and vectors that live
+    only in memory (the run being trained, a checkpoint alias) have none."""
     db = sd_hijack.model_hijack.embedding_db
-    original = db.word_embeddings.get(name)
-    db.register_embedding_by_name(make_embedding(name, webui_vec(vectors), vectors, shorthash), shared.sd_model, name)
-    clear_conditioning_cache()
+    listed = db.word_embeddings.get(name)
+    db.word_embeddings[name] = embedding  # so the WebUI drops an older lookup entry of this name first
     try:
-        yield
+        db.register_embedding_by_name(embedding, shared.sd_model, name)
     finally:
-        db.register_embedding_by_name(original, shared.sd_model, name)
+        if listed is None:
+            db.word_embeddings.pop(name, None)
+        else:
+            db.word_embeddings[name] = listed
+
+
+def routed(name: str):
+    """The embedding prompts naming ``name`` reach now, or None (a reload of the database drops in-memory ones)."""
+    db = sd_hijack.model_hijack.embedding_db
+    ids = shared.sd_model.cond_stage_model.tokenize([name])[0]
+    return next((e for found, e in db.ids_lookup.get(ids[0], []) if found == ids and e.name == name), None)
+
+
+def run_dir_of(name: str, run_root: str) -> str:
+    """Where the embedding's checkpoints are: recorded in its file, else the default run folder."""
+    from lib_ti.embeddings.files import load_embedding
+
+    record = sd_hijack.model_hijack.embedding_db.word_embeddings.get(name)
+    filename = getattr(record, "filename", None) or ""
+    meta = load_embedding(filename)[1] if filename.endswith(".safetensors") and os.path.isfile(filename) else {}
+    return meta.get("ti_run_dir") or os.path.join(run_root, name)
+
+
+def resolve_aliases(prompts: list[str], run_root: str) -> list[str]:
+    """Make every ``<name>-<step>`` / ``<name>-x<w>`` word in these prompts reach that checkpoint's (scaled)
+    vectors for this generation. Returns a line per word that names no saved checkpoint."""
+    from lib_ti.grid.aliases import alias_vectors, aliases_in_prompt
+    from lib_ti.grid.run import file_shorthash
+
+    db = sd_hijack.model_hijack.embedding_db
+    names = list(db.word_embeddings)
+    problems, changed, done = [], False, set()
+    for word, name, step, scale in (a for prompt in prompts for a in aliases_in_prompt(prompt, names)):
+        if word in done:
+            continue
+        done.add(word)
+        record = db.word_embeddings[name]
+        vec = record.vec if isinstance(record.vec, dict) else {"clip_l": record.vec}
+        run_dir = run_dir_of(name, run_root)
+        resolved = alias_vectors(name, step, scale, {k: v.detach().float().cpu() for k, v in vec.items()}, run_dir)
+        if resolved is None:
+            problems.append(f"TI Trainer: {word!r}: {name} has no checkpoint at step {step} in {run_dir}.")
+            continue
+        vectors, path = resolved
+        shorthash = file_shorthash(path) if path else record.shorthash
+        key = (shorthash, scale)
+        if getattr(routed(word), "ti_alias_key", None) == key:
+            continue
+        embedding = make_embedding(word, webui_vec(vectors), vectors, shorthash)
+        embedding.ti_alias_key = key
+        route_name(word, embedding)
+        changed = True
+    if changed:  # the WebUI caches conditioning by prompt text: a word that now means other vectors must miss it
         clear_conditioning_cache()
+    return problems
 
 
+
+def resolve_prompt_aliases(p, run_root: str) -> None:
+    """Before a generation's prompts are encoded (an always-on script's ``process``): resolve checkpoint and scale
+    words in every prompt it will encode, hires-fix ones included."""
+    prompts = []
+    for attr in ("all_prompts", "all_negative_prompts", "all_hr_prompts", "all_hr_negative_prompts"):
+        prompts += [text for text in getattr(p, attr, None) or [] if isinstance(text, str)]
+    for line in resolve_aliases(prompts or [p.prompt, p.negative_prompt], run_root):
+        log.warning(line)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from modules import processing, shared
 
-from lib_ti.hosts.a1111.embedding_db import embedding_override, embedding_record
+from lib_ti.hosts.a1111.embedding_db import embedding_record
 from lib_ti.hosts.script_args import ScriptArgs, default_script_args
 
 
@@ -41,10 +41,20 @@ def txt2img_defaults() -> dict:
     }
 
 
+def sampler_fields(sampler_name: str) -> dict:
+    """The sampler and schedule type as the WebUI would correct them, so it has nothing to correct (and no
+    'Sampler Scheduler autocorrection' warning per image); an empty name is the WebUI's default sampler."""
+    from modules import sd_samplers
+
+    name, scheduler = sd_samplers.get_sampler_and_scheduler(sampler_name or None, None, convert_automatic=False)
+    return {"sampler_name": name, "scheduler": scheduler}
+
+
 def render_cell(prompt: str, gen: dict, script_args: ScriptArgs, extra: dict) -> tuple[Image.Image, str, str]:
     """One image through txt2img (extra networks, emphasis, samplers, hires fix, always-on scripts), saved as usual."""
     from modules import scripts
 
+    gen = {**gen, **sampler_fields(gen.get("sampler_name", ""))}
     p = processing.StableDiffusionProcessingTxt2Img(
         sd_model=shared.sd_model,
         prompt=prompt,
@@ -141,9 +151,6 @@ class WebUIGridBackend:
                 "Set Settings → TI Trainer → CLIP model to a folder with a CLIP model."
             )
         return TransformersClip(model, processor), ""
-
-    def override(self, name, vectors, shorthash):
-        return embedding_override(name, vectors, shorthash)
 
     def render(self, prompt, gen, extra):
         return render_cell(prompt, gen, self.script_args, extra)

@@ -18,7 +18,14 @@ from torch.utils.checkpoint import checkpoint
 from modules import devices, processing, prompt_parser, sd_hijack, shared
 
 from lib_ti.errors import UserError
-from lib_ti.hosts.a1111.embedding_db import clear_conditioning_cache, make_embedding, reload_embeddings
+from lib_ti.hosts.a1111.grid import sampler_fields
+from lib_ti.hosts.a1111.embedding_db import (
+    clear_conditioning_cache,
+    make_embedding,
+    reload_embeddings,
+    route_name,
+    routed,
+)
 from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
 
 
@@ -112,7 +119,8 @@ class WebUIModel:
                 p.requires_grad_(False)
             for wrapper, _ in trainable:  # sgm runs non-trainable embedders under no_grad
                 wrapper.is_trainable = True
-            sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, self.m, token)
+            route_name(token, embedding)  # not listed: the Extra Networks page expects a file behind each card
+            self._route = (token, embedding)
             clear_conditioning_cache()
             with (
                 _checkpointing(options.gradient_checkpointing),
@@ -127,9 +135,18 @@ class WebUIModel:
                 p.requires_grad_(flag)
             for wrapper, flag in trainable:
                 wrapper.is_trainable = flag
+            self._route = None
             reload_embeddings()
 
+    def _keep_routed(self) -> None:
+        """The token still reaches the trained vectors, also after the embedding list was reloaded meanwhile
+        (Extra Networks' Refresh, /sdapi/v1/refresh-embeddings), which would otherwise end training silently."""
+        token, embedding = getattr(self, "_route", None) or (None, None)
+        if token and routed(token) is not embedding:
+            route_name(token, embedding)
+
     def encode_text(self, prompts: list[str], size: tuple[int, int]):
+        self._keep_routed()
         if self.family == "sdxl":
             batch = prompt_parser.SdConditioning(prompts, width=size[1], height=size[0])
             return self.m.get_learned_conditioning(batch)
@@ -155,6 +172,7 @@ class WebUIModel:
         vae_away = vae is not None and next(vae.parameters()).device != devices.device  # offloaded while training
         if vae_away:
             vae.to(devices.device)
+        self._keep_routed()
         try:
             for i, prompt in enumerate(prompts):
                 if state.interrupted:
@@ -166,6 +184,7 @@ class WebUIModel:
                     sd_model=self.m,
                     prompt=prompt,
                     negative_prompt=o.negative_prompt,
+                    **sampler_fields(""),
                     seed=seed if o.seed is None else o.seed,
                     steps=o.steps or steps,
                     width=o.width or size[1],
@@ -177,7 +196,7 @@ class WebUIModel:
                 )
                 with closing(p):
                     processed = processing.process_images(p)
-                images += processed.images[:1]
+                images += processed.images[:1]  # its info["parameters"] holds the infotext, for the PNG
         finally:
             state.job, state.job_no, state.job_count, state.textinfo = saved
             clear_conditioning_cache()

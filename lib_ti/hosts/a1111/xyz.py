@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from modules import sd_hijack, shared
-
-from lib_ti.hosts.a1111.embedding_db import existing_embedding_names, make_embedding, webui_vec
+from lib_ti.hosts.a1111.embedding_db import existing_embedding_names
 from lib_ti.hosts.a1111.grid import WebUIGridBackend
 from lib_ti.hosts.a1111.host import WebUIHost
 
@@ -31,10 +29,10 @@ def xyz_apply_strength(p, x, xs) -> None:
 
 
 def xyz_apply_checkpoint(p, x, xs) -> None:
-    """Use the embedding's checkpoint at step x: registered as '<name>-<step>' and the prompt rewritten to it."""
-    from lib_ti.embeddings.files import load_embedding
+    """Use the embedding's checkpoint at step x: the prompt names it '<name>-<step>', which TI Trainer resolves
+    in every generation (so the cell's infotext reproduces it too)."""
+    from lib_ti.grid.aliases import alias
     from lib_ti.grid.plan import names_in_prompt, rename
-    from lib_ti.grid.run import file_shorthash
     from lib_ti.training.paths import list_checkpoints
 
     label = str(x).strip()
@@ -50,12 +48,7 @@ def xyz_apply_checkpoint(p, x, xs) -> None:
                 f"TI: checkpoint: {name} has no checkpoint at step {label} in {run_dir} "
                 f"(saved: {', '.join(map(str, sorted(found))) or 'none'})."
             )
-        path = found[int(label)]
-        alias = f"{name}-{label}"
-        vectors = load_embedding(path)[0]
-        embedding = make_embedding(alias, webui_vec(vectors), vectors, file_shorthash(path))
-        sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, shared.sd_model, alias)
-        p.prompt = rename(p.prompt, name, alias)
+        p.prompt = rename(p.prompt, name, alias(name, label))
 
 
 def add_xyz_axes() -> str:
