@@ -216,7 +216,11 @@ class TinySD:
                 eps = neg + (o.cfg_scale or 7.0) * (eps - neg)
             pixels = self.vae.decode((latents - eps) / 0.18215).sample[0]
             array = ((pixels.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).byte().numpy()
-            images.append(Image.fromarray(array))
+            image = Image.fromarray(array)
+            image.info["parameters"] = (
+                f"{prompt}\nSteps: {steps}, Seed: {seed}, Size: {size[1]}x{size[0]}"  # as the WebUI
+            )
+            images.append(image)
         return images
 
     def weights_digest(self) -> str:

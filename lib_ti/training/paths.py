@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass
 
 from lib_ti.training.config import TrainConfig
@@ -55,6 +56,12 @@ def existing_embedding_files(embeddings_dir: str, name: str) -> list[str]:
             if ext.lower() in EMBEDDING_EXTENSIONS and stem == name:
                 found.append(os.path.join(root, fn))
     return found
+
+
+def preview_caption(path: str) -> str:
+    """'step 300' for a preview file ``<name>-<step, 6 digits>-<i>.png``, to label it in the gallery."""
+    match = re.search(r"-(\d{6,})-\d+\.png$", os.path.basename(path))
+    return f"step {int(match.group(1))}" if match else ""
 
 
 def list_checkpoints(run_dir: str, name: str) -> list[tuple[int, str]]:

@@ -5,6 +5,8 @@ Everything the WebUI provides comes in through a ``ModelAdapter`` and ``Services
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import logging
 import math
@@ -16,8 +18,11 @@ from typing import Callable
 
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from lib_ti import __version__
+from lib_ti.grid.aliases import alias
+from lib_ti.grid.plan import rename
 from lib_ti.training.kohya import apply_length, resolve_length, sample_requests
 from lib_ti.training.latents import BatchSampler, LatentCache
 from lib_ti.training.layout import bucket_multiple, dataset_specs, load_planned, plan_dataset
@@ -26,6 +31,7 @@ from lib_ti.training.noise import input_noise, make_noise, sample_timesteps
 from lib_ti.training.captions import make_plan
 from lib_ti.training.config import TrainConfig, config_to_json
 from lib_ti.training.early_stop import EarlyStop
+from lib_ti.training.earlier_runs import carry_over, last_step, set_aside
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import (
     atomic_write_bytes,
@@ -89,6 +95,7 @@ class _Run:
         self.steps_per_epoch = 0
         self.vectors: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
+        self.resumed_from = ""  # the run folder of the embedding this run continues
 
     def say(self, text: str) -> None:
         log.info(text)
@@ -114,6 +121,7 @@ def train(
             f"{adapter.model_name!r}."
         )
     seed = config.seed if config.seed >= 0 else random.randrange(2**31)
+    config = run.config = dataclasses.replace(config, seed=seed)  # the saved config and metadata name the seed used
     torch.manual_seed(seed)
     rng = random.Random(seed)
 
@@ -125,6 +133,7 @@ def train(
     _start_vectors(run)
     if run.step >= config.max_train_steps:
         raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
+    _keep_runs_apart(run)
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
 
@@ -194,6 +203,7 @@ def _start_vectors(run: _Run) -> None:
             )
         run.vectors = {k: v.clone() for k, v in vectors.items()}
         run.step = int(meta.get("step") or meta.get("ti_step") or 0)
+        run.resumed_from = meta.get("ti_run_dir") or os.path.dirname(os.path.abspath(config.weights))
         count = next(iter(vectors.values())).shape[0]
         if count != config.num_vectors_per_token:
             run.say(
@@ -204,6 +214,33 @@ def _start_vectors(run: _Run) -> None:
         return
     run.vectors, note = init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     run.say(note)
+
+
+def _keep_runs_apart(run: _Run) -> None:
+    """The run folder shows this run only: an earlier run's files move aside (nothing is deleted) unless this run
+    continues it from its last step."""
+    paths, config = run.paths, run.config
+    continuing = bool(config.weights) and _same_folder(run.resumed_from, paths.run_dir)
+    if continuing and last_step(paths) <= run.step:
+        return
+    aside = set_aside(paths)
+    if aside is None:
+        return
+    if continuing:
+        carry_over(paths, aside, run.step)
+        run.say(
+            f"{paths.run_dir} held steps after {run.step} of the run being continued: that run was moved to "
+            f"{aside} and its steps up to {run.step} copied back, so the folder shows one run."
+        )
+    else:
+        run.say(
+            f"An earlier '{paths.name}' run was in {paths.run_dir}: it was moved to {aside} (nothing deleted), "
+            "so this run's checkpoints, log and previews are not mixed with it."
+        )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return bool(a) and os.path.realpath(a) == os.path.realpath(b)
 
 
 def _load_optimizer(run: _Run) -> None:
@@ -440,7 +477,11 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
 
 
 def _samples(run: _Run) -> None:
+    """Previews with the WebUI's infotext, naming the vectors of this step as ``<name>-<step>``: those are kept as
+    a checkpoint (saved now if the interval did not), so PNG Info → txt2img reproduces each preview."""
     config = run.config
+    if run.step < config.max_train_steps and not os.path.exists(run.paths.checkpoint(run.step)):
+        _save(run, run.paths.checkpoint(run.step), checkpoint=True)  # the last step's comes with the final file
     lines = [p.replace("[name]", config.token_string) for p in config.sample_prompts] or [config.token_string]
     resolution = config.resolution or run.adapter.native_resolution
     prompts, options, notes = sample_requests(lines, config.sample_seed, config.sample_steps, resolution)
@@ -453,7 +494,20 @@ def _samples(run: _Run) -> None:
     make_folder(run.paths.samples_dir)
     for i, image in enumerate(images):
         path = os.path.join(run.paths.samples_dir, f"{run.paths.name}-{run.step:06d}-{i}.png")
-        image.save(path)
+        info = PngInfo()
+        infotext = image.info.get("parameters")
+        if isinstance(infotext, str):
+            info.add_text("parameters", infotext_for_step(infotext, config.token_string, run.paths.name, run.step))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=info)
+        atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     run.files.extend(paths)
     run.services.samples(run.step, images, paths)
+
+
+def infotext_for_step(infotext: str, token: str, name: str, step: int) -> str:
+    """The preview's infotext with the token in its prompts renamed to the checkpoint of that step."""
+    lines = infotext.split("\n")
+    prompts, params = (lines[:-1], lines[-1:]) if len(lines) > 1 else (lines, [])
+    return "\n".join([rename(line, token, alias(name, str(step))) for line in prompts] + params)

@@ -15,6 +15,7 @@ from lib_ti.errors import UserError
 from lib_ti.ui.form import FIELDS, GROUPS, config_to_values, values_to_dict
 from lib_ti.jobs.manager import Host, Job, JobManager, no_lock, preflight
 from lib_ti.training.model import ModelAdapter
+from lib_ti.training.paths import preview_caption
 from lib_ti.ui.queue_section import QueueActions, build_queue_section
 from lib_ti.ui.grid_section import GridActions, build_test_section
 from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
@@ -77,7 +78,7 @@ class TabActions:
             return [], message_html(str(e), "error")
         job.messages.extend(notes)
         self.manager.run(job, parsed.config, lambda: adapter, self.host, lock=no_lock())
-        return list(job.samples), result_html(job)
+        return [(p, preview_caption(p)) for p in job.samples], result_html(job)
 
     def native_resolution(self) -> int:
         """The loaded model's training size for 'resolution 0'; 512 when no model can be asked."""

@@ -14,6 +14,7 @@ from lib_ti.errors import UserError
 
 log = logging.getLogger(__name__)
 
+
 def clear_conditioning_cache() -> None:
     """The WebUI caches conditioning by prompt text, not by vectors: clear it whenever the vectors change."""
     processing.StableDiffusionProcessing.cached_c = [None, None]
@@ -136,7 +137,6 @@ def resolve_aliases(prompts: list[str], run_root: str) -> list[str]:
     if changed:  # the WebUI caches conditioning by prompt text: a word that now means other vectors must miss it
         clear_conditioning_cache()
     return problems
-
 
 
 def resolve_prompt_aliases(p, run_root: str) -> None:

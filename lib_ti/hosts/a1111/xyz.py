@@ -6,6 +6,7 @@ from lib_ti.hosts.a1111.embedding_db import existing_embedding_names
 from lib_ti.hosts.a1111.grid import WebUIGridBackend
 from lib_ti.hosts.a1111.host import WebUIHost
 
+
 def find_xyz_module():
     """The WebUI's bundled X/Y/Z plot script module, or None when it is missing or changed."""
     from modules import scripts
@@ -65,5 +66,3 @@ def add_xyz_axes() -> str:
         ]
     )
     return "TI Trainer: added X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint'."
-
-
