@@ -12,7 +12,6 @@ from lib_ti.hosts.a1111.embedding_db import embeddings_dir, existing_embedding_n
 from lib_ti.hosts.a1111.grid import grid_after_training
 from lib_ti.hosts.a1111.model import WebUIModel
 
-
 class WebUIHost:
     """``lib_ti.jobs.manager.Host`` on the WebUI: its GPU queue, folders, progress bar and Interrupt button.
 
@@ -78,3 +77,5 @@ class WebUIHost:
             job.messages.append("Test grid saved: " + ", ".join(paths))
         except UserError as e:
             job.messages.append(f"No test grid: {e}")
+
+

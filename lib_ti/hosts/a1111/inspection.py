@@ -10,7 +10,6 @@ from lib_ti.errors import UserError
 from lib_ti.hosts.a1111.embedding_db import embeddings_dir, existing_embedding_names, reload_embeddings
 from lib_ti.hosts.a1111.model import WebUIModel
 
-
 class WebUIInspection:
     """What the inspector needs from the WebUI: the loaded model's token tables, embedding files, reloading."""
 
