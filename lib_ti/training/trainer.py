@@ -485,7 +485,8 @@ def _samples(run: _Run) -> None:
     lines = [p.replace("[name]", config.token_string) for p in config.sample_prompts] or [config.token_string]
     resolution = config.resolution or run.adapter.native_resolution
     prompts, options, notes = sample_requests(lines, config.sample_seed, config.sample_steps, resolution)
-    with torch.no_grad():
+    devices = [run.adapter.device] if run.adapter.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):  # txt2img seeds torch's generator: keep ours
         images, note = sample_with_options(run.adapter, prompts, config.sample_seed, config.sample_steps, options)
     for text in notes + [note]:
         if text and text not in run.messages:  # said once per run, not at every preview

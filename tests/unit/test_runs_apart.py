@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 from PIL import Image
 
 from helpers import make_dataset, tiny_model
@@ -121,3 +122,19 @@ def test_previews_carry_an_infotext_that_names_their_steps_checkpoint(tmp_path):
     assert Image.open(preview).text["parameters"].startswith("mystyle-3\nSteps:")
     assert [s for s, _ in list_checkpoints(str(run_dir), "mystyle")] == [3, 4]  # 3 kept for the preview
     assert preview_caption(str(preview)) == "step 3" and str(preview) in result.files
+
+
+def test_previews_do_not_reset_the_training_randomness(tmp_path):
+    """The WebUI's txt2img seeds torch's global generator; without care every step after a preview drew the same
+    noise in every run."""
+    model = tiny_model()
+    sample = model.sample
+
+    def seeding_sample(prompts, seed, steps, size):
+        torch.manual_seed(seed)  # as the WebUI's txt2img does
+        return sample(prompts, seed, steps, size)
+
+    model.sample = seeding_sample
+    with_previews = run(tmp_path / "a", model, max_train_steps=4, sample_every_n_steps=2).losses
+    without = run(tmp_path / "b", model, max_train_steps=4).losses
+    assert with_previews == without
