@@ -116,7 +116,7 @@ def build_test_section(gr, actions: GridActions, wrap_gpu: Callable, add_send_bu
             elem_id=f"{ELEM}_mode",
         )
         prompts = gr.Textbox(
-            label="Test prompts, one per line ([name] = the embedding)",
+            label="Test prompts, one per line (the embedding's name or [name] marks where it goes)",
             lines=4,
             value="\n".join(DEFAULT_PROMPTS),
             elem_id=f"{ELEM}_prompts",
