@@ -44,7 +44,8 @@ TRAIN_EXAMPLE = {
 
 GRID_DOC = (
     "embedding (required), strengths ('0.6, 0.8, 1.0'), mode (emphasis | vectors), baseline, prompts "
-    "(list; the embedding's name or [name] marks its place), checkpoints ('none' | 'all' | '' = every k-th | '100, 300'), x/y/z "
+    "(list; the embedding's name or [name] marks its place), checkpoints ('none' | 'all' | '' = every k-th | "
+    "'100, 300'), x/y/z "
     "(strength | prompt | checkpoint), negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, "
     "max_images, save. Unset generation settings default to the txt2img tab's."
 )
