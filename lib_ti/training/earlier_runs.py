@@ -107,3 +107,23 @@ def carry_over(paths: RunPaths, aside: str, until: int) -> None:
     if os.path.isfile(moved.log_file):
         rows = [line for step, line in _log_rows(moved.log_file) if step <= until]
         atomic_write_bytes(paths.log_file, ("step,loss,lr,time\n" + "".join(r + "\n" for r in rows)).encode())
+
+
+def keep_runs_apart(paths: RunPaths, step: int, continuing: bool) -> str | None:
+    """Before a run writes: move an earlier run aside unless this one continues it from its last step. Returns what
+    was done, for the run's messages."""
+    if continuing and last_step(paths) <= step:
+        return None
+    aside = set_aside(paths)
+    if aside is None:
+        return None
+    if continuing:
+        carry_over(paths, aside, step)
+        return (
+            f"{paths.run_dir} held steps after {step} of the run being continued: that run was moved to {aside} "
+            f"and its steps up to {step} copied back, so the folder shows one run."
+        )
+    return (
+        f"An earlier '{paths.name}' run was in {paths.run_dir}: it was moved to {aside} (nothing deleted), so this "
+        "run's checkpoints, log and previews are not mixed with it."
+    )

@@ -6,7 +6,6 @@ Everything the WebUI provides comes in through a ``ModelAdapter`` and ``Services
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -18,11 +17,8 @@ from typing import Callable
 
 import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from lib_ti import __version__
-from lib_ti.grid.aliases import alias
-from lib_ti.grid.plan import rename
 from lib_ti.training.kohya import apply_length, resolve_length, sample_requests
 from lib_ti.training.latents import BatchSampler, LatentCache
 from lib_ti.training.layout import bucket_multiple, dataset_specs, load_planned, plan_dataset
@@ -31,7 +27,7 @@ from lib_ti.training.noise import input_noise, make_noise, sample_timesteps
 from lib_ti.training.captions import make_plan
 from lib_ti.training.config import TrainConfig, config_to_json
 from lib_ti.training.early_stop import EarlyStop
-from lib_ti.training.earlier_runs import carry_over, last_step, set_aside
+from lib_ti.training.earlier_runs import keep_runs_apart
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import (
     atomic_write_bytes,
@@ -44,6 +40,7 @@ from lib_ti.embeddings.files import (
 from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors, sample_with_options
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
+from lib_ti.training.previews import save_preview
 from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -133,7 +130,9 @@ def train(
     _start_vectors(run)
     if run.step >= config.max_train_steps:
         raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
-    _keep_runs_apart(run)
+    note = keep_runs_apart(paths, run.step, bool(config.weights) and _same_folder(run.resumed_from, paths.run_dir))
+    if note:
+        run.say(note)
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
 
@@ -184,6 +183,10 @@ def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
     return cache, [spec.batch_size for spec in plan.specs]
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return bool(a) and os.path.realpath(a) == os.path.realpath(b)
+
+
 def _same_model(named: str, loaded: str) -> bool:
     stem = os.path.splitext(os.path.basename(named.replace("\\", "/")))[0].lower()
     return bool(stem) and stem in loaded.lower()
@@ -214,33 +217,6 @@ def _start_vectors(run: _Run) -> None:
         return
     run.vectors, note = init_vectors(adapter, config.init_word, config.num_vectors_per_token)
     run.say(note)
-
-
-def _keep_runs_apart(run: _Run) -> None:
-    """The run folder shows this run only: an earlier run's files move aside (nothing is deleted) unless this run
-    continues it from its last step."""
-    paths, config = run.paths, run.config
-    continuing = bool(config.weights) and _same_folder(run.resumed_from, paths.run_dir)
-    if continuing and last_step(paths) <= run.step:
-        return
-    aside = set_aside(paths)
-    if aside is None:
-        return
-    if continuing:
-        carry_over(paths, aside, run.step)
-        run.say(
-            f"{paths.run_dir} held steps after {run.step} of the run being continued: that run was moved to "
-            f"{aside} and its steps up to {run.step} copied back, so the folder shows one run."
-        )
-    else:
-        run.say(
-            f"An earlier '{paths.name}' run was in {paths.run_dir}: it was moved to {aside} (nothing deleted), "
-            "so this run's checkpoints, log and previews are not mixed with it."
-        )
-
-
-def _same_folder(a: str, b: str) -> bool:
-    return bool(a) and os.path.realpath(a) == os.path.realpath(b)
 
 
 def _load_optimizer(run: _Run) -> None:
@@ -495,20 +471,7 @@ def _samples(run: _Run) -> None:
     make_folder(run.paths.samples_dir)
     for i, image in enumerate(images):
         path = os.path.join(run.paths.samples_dir, f"{run.paths.name}-{run.step:06d}-{i}.png")
-        info = PngInfo()
-        infotext = image.info.get("parameters")
-        if isinstance(infotext, str):
-            info.add_text("parameters", infotext_for_step(infotext, config.token_string, run.paths.name, run.step))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", pnginfo=info)
-        atomic_write_bytes(path, buffer.getvalue())
+        save_preview(image, path, config.token_string, run.paths.name, run.step)
         paths.append(path)
     run.files.extend(paths)
     run.services.samples(run.step, images, paths)
-
-
-def infotext_for_step(infotext: str, token: str, name: str, step: int) -> str:
-    """The preview's infotext with the token in its prompts renamed to the checkpoint of that step."""
-    lines = infotext.split("\n")
-    prompts, params = (lines[:-1], lines[-1:]) if len(lines) > 1 else (lines, [])
-    return "\n".join([rename(line, token, alias(name, str(step))) for line in prompts] + params)

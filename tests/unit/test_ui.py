@@ -35,7 +35,7 @@ def test_train_button_trains_and_reports(actions, tmp_path):
         save_every_n_steps=0,
     )
     gallery, html = actions.train(*values)
-    assert len(gallery) == 1 and gallery[0].endswith(".png")
+    assert len(gallery) == 1 and gallery[0][0].endswith(".png") and gallery[0][1] == "step 2"  # labelled
     assert "Done" in html and "mystyle.safetensors" in html and "1 checkpoint file(s)" in html
 
 
