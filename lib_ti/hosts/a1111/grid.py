@@ -15,7 +15,6 @@ from lib_ti.hosts.a1111.embedding_db import embedding_record
 from lib_ti.hosts.script_args import ScriptArgs, default_script_args
 
 
-
 def grid_after_training(final_path: str, run_root: str, checkpoints: str, owns_state: bool) -> list[str]:
     """A test grid of a freshly trained embedding: txt2img's settings, the default strengths and prompts."""
     from lib_ti.grid.run import GridRequest

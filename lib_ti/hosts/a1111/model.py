@@ -29,7 +29,6 @@ from lib_ti.hosts.a1111.embedding_db import (
 from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
 
 
-
 def _family(model) -> str:
     if getattr(model, "is_sdxl", False) and not getattr(model, "is_sdxl_inpaint", False):
         return "sdxl"
