@@ -1,26 +1,39 @@
-// TI Trainer tab: the WebUI's progress bar for a training run, plus the live loss curve.
+// TI Trainer tab: the WebUI's progress bar for a training run, the live loss curve of that run, and a queue
+// table that refreshes itself while entries are queued or running.
+
+var ti_trainer_live_task = null; // the press whose live curve may be drawn; null once it has ended
 
 function ti_trainer_start() {
     var id = randomId();
+    ti_trainer_live_task = id;
     var container = gradioApp().getElementById('ti_trainer_progress');
     var gallery = gradioApp().getElementById('ti_trainer_gallery');
+    ti_trainer_clear_loss(); // never show an earlier job's curve beside this press's result
+    // The live curve is read only while this press's task holds the GPU queue, so it is this run's curve.
+    // A press that is refused at once (another job trains) never gets a task: end its bar after 5 s.
     requestProgress(id, container, gallery, function() {
-        ti_trainer_refresh_loss();
-    }, function() {
-        ti_trainer_refresh_loss();
-    });
+        if (ti_trainer_live_task === id) ti_trainer_live_task = null;
+        ti_trainer_clear_loss();
+    }, function(res) {
+        if (res.active) ti_trainer_refresh_loss(id);
+    }, 5);
     var args = Array.from(arguments);
     args[0] = id;
     return args;
 }
 
-function ti_trainer_refresh_loss() {
+function ti_trainer_clear_loss() {
+    var holder = gradioApp().getElementById('ti_trainer_loss');
+    if (holder) holder.replaceChildren(); // the result shows the finished run's own curve
+}
+
+function ti_trainer_refresh_loss(id) {
     var holder = gradioApp().getElementById('ti_trainer_loss');
     if (!holder) return;
     var img = new Image();
     img.alt = 'loss curve';
     img.onload = function() {
-        holder.replaceChildren(img);
+        if (ti_trainer_live_task === id) holder.replaceChildren(img); // a curve arriving after the end is dropped
     };
     img.src = './ti-trainer/v1/jobs/current/loss.svg?t=' + Date.now();
 }
@@ -32,3 +45,29 @@ function ti_trainer_grid_start() {
     args[0] = id;
     return args;
 }
+
+// While the queue table is on screen and shows a queued or running entry, press its Refresh every 2 s.
+setInterval(function() {
+    if (document.hidden || typeof gradioApp !== 'function') return;
+    var table = gradioApp().getElementById('ti_trainer_queue_table');
+    var refresh = gradioApp().getElementById('ti_trainer_queue_refresh');
+    if (!table || !refresh || table.offsetParent === null) return;
+    var cells = table.querySelectorAll('td');
+    for (var i = 0; i < cells.length; i++) {
+        var text = cells[i].textContent.trim();
+        if (text === 'queued' || text === 'running') {
+            refresh.click();
+            return;
+        }
+    }
+}, 2000);
+
+// Opening the TI Trainer tab refreshes its embedding lists: files may have come and gone since the page loaded.
+onUiTabChange(function() {
+    var tab = get_uiCurrentTabContent();
+    if (!tab || tab.id !== 'tab_ti_trainer_tab') return;
+    ['ti_trainer_grid_refresh', 'ti_trainer_inspect_refresh'].forEach(function(id) {
+        var button = gradioApp().getElementById(id);
+        if (button) button.click();
+    });
+});

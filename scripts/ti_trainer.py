@@ -11,13 +11,15 @@ from lib_ti.jobs.queue import BatchQueue, job_runner
 from lib_ti.training.config import TrainConfig
 from lib_ti.ui.form import config_to_values
 from lib_ti.jobs.manager import JobManager
-from lib_ti.ui.tab import TabActions, build_tab
+from lib_ti.ui.tab import TabActions
+from lib_ti.ui.layout import build_tab
 from lib_ti.ui.queue_section import QueueActions
-from lib_ti.ui.grid_section import GridActions
+from lib_ti.ui.grid_section import GridActions, check_sampler
 from lib_ti.ui.inspect_section import InspectActions
 
 webui = hosts.detect()
 SECTION = ("ti_trainer", "TI Trainer")
+CATEGORY = "training"  # the WebUI's Training category in Settings (A1111 >= 1.8, Forge)
 manager = JobManager()
 api_host = webui.WebUIHost(owns_state=True)
 
@@ -43,49 +45,61 @@ class CheckpointNames(scripts.Script):
         webui.resolve_prompt_aliases(p, api_host.run_root())
 
 
+def option(default, label: str):
+    """An option of our section, filed under the WebUI's Training category where the WebUI has categories."""
+    info = shared.OptionInfo(default, label, section=SECTION)
+    info.category_id = CATEGORY  # set after construction: older WebUIs' OptionInfo has no such argument
+    return info
+
+
 def on_ui_settings():
     shared.opts.add_option(
         "ti_trainer_output_dir",
-        shared.OptionInfo(
+        option(
             os.path.join("outputs", "ti-trainer"),
             "Folder for runs: checkpoints, previews, logs (one subfolder per embedding)",
-            section=SECTION,
         ),
     )
     shared.opts.add_option(
         "ti_trainer_clip_model",
-        shared.OptionInfo(
+        option(
             "openai/clip-vit-large-patch14",
             "CLIP model for the test grid's quality scores (a local folder, or a "
             "Hugging Face id already downloaded; nothing is fetched)",
-            section=SECTION,
         ),
     )
     shared.opts.add_option(
         "ti_trainer_grid_after_training",
-        shared.OptionInfo(
+        option(
             False,
             "Render a test grid (strengths × prompts × checkpoints, txt2img's settings) when training ends",
-            section=SECTION,
         ),
     )
     shared.opts.add_option(
         "ti_trainer_verify_model",
-        shared.OptionInfo(
+        option(
             False,
             "Check that training left the model's weights unchanged (hashes every weight before and after)",
-            section=SECTION,
         ),
     )
 
 
 def on_ui_tabs():
     host = webui.WebUIHost(owns_state=False)
-    actions = TabActions(manager, host, webui.WebUIModel, shared.state.interrupt)
+    actions = TabActions(
+        manager,
+        host,
+        webui.WebUIModel,
+        shared.state.interrupt,
+        reload_embeddings=webui.reload_embeddings,
+        bitsandbytes=webui.bitsandbytes_available,
+        queue=batch_queue,
+    )
     grid_actions = GridActions(
         run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),
-        names=lambda: sorted(webui.existing_embedding_names()),
+        names=webui.usable_embedding_names,
         defaults=webui.txt2img_defaults,
+        samplers=webui.sampler_names,
     )
     tab = build_tab(
         actions,
@@ -93,14 +107,17 @@ def on_ui_tabs():
         config_to_values(TrainConfig()),
         grid_actions,
         add_send_buttons,
-        InspectActions(webui.WebUIInspection(host.run_root())),
+        InspectActions(webui.WebUIInspection(host.run_root()), lambda: sorted(webui.existing_embedding_names())),
         QueueActions(batch_queue),
     )
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
 
-def add_send_buttons(gallery, infotext):
-    """The WebUI's own 'Send to txt2img' for the selected cell: its infotext fills txt2img's fields."""
+def add_send_buttons(gallery, infotext) -> list:
+    """The WebUI's own 'Send to txt2img' for the selected cell: its infotext fills txt2img's fields.
+
+    The button starts disabled: the tab enables it once a cell is selected, so it never sends another image.
+    """
     buttons = infotext_utils.create_buttons(["txt2img"])
     infotext_utils.register_paste_params_button(
         infotext_utils.ParamBinding(
@@ -110,6 +127,14 @@ def add_send_buttons(gallery, infotext):
             source_image_component=gallery,
         )
     )
+    buttons["txt2img"].interactive = False
+    return [buttons["txt2img"]]
+
+
+def checked_grid(request):
+    """The API's grid: an unknown sampler is refused rather than silently replaced by txt2img's default."""
+    check_sampler(request.sampler_name, webui.sampler_names(), webui.known_sampler)
+    return webui.run_grid_queued(request, api_host.run_root(), owns_state=True)
 
 
 def on_app_started(_demo, app):
@@ -121,7 +146,7 @@ def on_app_started(_demo, app):
             webui.WebUIModel,
             shared.state.interrupt,
             dependencies,
-            grid=lambda request: webui.run_grid_queued(request, api_host.run_root(), owns_state=True),
+            grid=checked_grid,
             grid_defaults=webui.txt2img_defaults,
             inspection=webui.WebUIInspection(api_host.run_root()),
             queue=batch_queue,

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
-from lib_ti.training.config import ParsedConfig, TrainConfig
+from lib_ti.training.config import ParsedConfig, TrainConfig, parse_config
 from lib_ti.training.kohya import resolve_length
 from lib_ti.training.layout import bucket_multiple, dataset_specs, plan_dataset
-from lib_ti.errors import UserError
+from lib_ti.errors import ConfigError, UserError
 from lib_ti.training.model import ModelAdapter, init_vectors
 from lib_ti.training.paths import plan_paths
 from lib_ti.training.trainer import Services, StepRecord, train
@@ -69,20 +70,67 @@ class Job:
         return data
 
 
+def ordinary_word_note(token: str, token_ids: list[int]) -> str:
+    """A warning when the token is one word the tokenizer already knows: it means something to the model."""
+    if len(token_ids) != 1:
+        return ""
+    return (
+        f"The token {token!r} is an ordinary word the model already knows (one token of its vocabulary): "
+        "the embedding replaces that word in every prompt, and its usual meaning pulls on what is learned. "
+        "A made-up word (e.g. 'mystyle', 'zkw-cat') is safer."
+    )
+
+
 def preflight(parsed: ParsedConfig, adapter: ModelAdapter, host: Host) -> list[str]:
-    """The checks that need the model and the disk, done before a job is accepted, so the answer is immediate."""
+    """The checks that need the model and the disk, all done before a job is accepted, so the answer is immediate.
+
+    Every problem is collected, so one answer lists them all; raises ConfigError.
+    """
     config = parsed.config
-    specs, notes = dataset_specs(config, config.resolution or adapter.native_resolution)
-    length = resolve_length(config, plan_dataset(specs, bucket_multiple(adapter.native_resolution)))
-    plan_paths(config, host.embeddings_dir(), host.run_root(), host.existing_names())
-    notes = parsed.messages() + notes + [f"Length: {length.explanation}"]
-    if not config.weights:  # an init word that tokenises to nothing is refused now, not after the dataset loads
-        init_vectors(adapter, config.init_word, config.num_vectors_per_token)
+    problems: list[str] = []
+    found: dict[str, Any] = {}
+
+    def dataset() -> None:
+        specs, found["notes"] = dataset_specs(config, config.resolution or adapter.native_resolution)
+        found["length"] = resolve_length(config, plan_dataset(specs, bucket_multiple(adapter.native_resolution)))
+
+    for check in (
+        dataset,
+        lambda: plan_paths(config, host.embeddings_dir(), host.run_root(), host.existing_names()),
+        # an init word that tokenises to nothing is refused now, not after the dataset loads
+        lambda: None if config.weights else init_vectors(adapter, config.init_word, config.num_vectors_per_token),
+    ):
+        try:
+            check()
+        except ConfigError as e:
+            problems += e.problems
+        except UserError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError(problems)
+    notes = parsed.messages() + found["notes"] + [f"Length: {found['length'].explanation}"]
+    word = ordinary_word_note(config.token_string, adapter.token_ids(config.token_string))
+    if word:
+        notes.append(word)
     if config.output_name and config.output_name != config.token_string:
         notes.append(
             f"The file is named {config.output_name!r}: in the WebUI you type '{config.output_name}' in prompts."
         )
     return notes
+
+
+def check_all(data: dict[str, Any], adapter_factory: Callable[[], ModelAdapter], host: Host) -> tuple:
+    """Parse and preflight in one go: settings problems and folder/name problems come back together."""
+    try:
+        parsed = parse_config(data)
+    except ConfigError as e:
+        problems = list(e.problems)
+        folder = os.path.expanduser(str(data.get("train_data_dir") or "").strip())
+        if folder and not os.path.isdir(folder):  # the folder is checked even when other settings are wrong
+            problems.append(f"train_data_dir {folder!r} is not a folder. Give the folder that holds your images.")
+        raise ConfigError(problems) from None
+    adapter = adapter_factory()
+    return parsed, adapter, preflight(parsed, adapter, host)
 
 
 class JobManager:

@@ -41,14 +41,29 @@ class Entry:
     grid_paths: list[str] = field(default_factory=list)
 
 
+def _has_images(folder: str) -> bool:
+    """Images in the folder, or in its subfolders (kohya's ``<repeats>_<name>`` layout)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+            return True
+        if os.path.isdir(path) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(path)):
+            return True
+    return False
+
+
 def folder_configs(parent: str, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, config) per subfolder holding images; its own ti_trainer.json overrides the base config."""
+    parent = os.path.expanduser(parent)
     if not os.path.isdir(parent):
         raise UserError(f"{parent!r} is not a folder. Give the folder whose subfolders are your datasets.")
     out = []
     for name in sorted(os.listdir(parent)):
         folder = os.path.join(parent, name)
-        if not os.path.isdir(folder) or not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder)):
+        if not os.path.isdir(folder) or name.startswith("."):
+            continue
+        if not _has_images(folder):  # listed as invalid, not dropped
+            out.append((name, {"train_data_dir": folder, "_error": f"no images ({', '.join(IMAGE_EXTENSIONS)}) in it"}))
             continue
         config = {**base, "train_data_dir": folder}
         config.setdefault("token_string", re.sub(r"[^\w.\-]", "_", name))
@@ -62,7 +77,7 @@ def folder_configs(parent: str, base: dict[str, Any]) -> list[tuple[str, dict[st
             config["train_data_dir"] = folder
         out.append((name, config))
     if not out:
-        raise UserError(f"No subfolder of {parent!r} holds images.")
+        raise UserError(f"No subfolder in {parent!r}: put each dataset (its images) in its own subfolder.")
     return out
 
 

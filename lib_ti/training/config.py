@@ -26,6 +26,7 @@ OPTIMIZERS = ("AdamW", "AdamW8bit")
 SAVE_FORMATS = ("safetensors", "pt")
 MAX_VECTORS = 75
 TOKEN_PATTERN = re.compile(r"^[\w.\-]+$")
+PATH_KEYS = ("train_data_dir", "output_dir", "weights")
 
 
 @dataclass
@@ -103,7 +104,7 @@ class TrainConfig:
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.001
     offload_vae: bool = False
-    sample_every_n_steps: int = 0
+    sample_every_n_steps: int = 100  # previews on: they show what each checkpoint learned
     sample_prompts: list[str] = field(default_factory=list)
     sample_seed: int = 1234
     sample_steps: int = 20
@@ -202,6 +203,8 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
         return _as_lines(value)
     if key == "learning_rate":
         return str(value).strip() if value is not None else ""
+    if key in PATH_KEYS:  # "~/data" is how users write their home folder; the WebUI's process would not expand it
+        return "" if value is None else os.path.expanduser(str(value).strip())
     return "" if value is None else str(value).strip()
 
 

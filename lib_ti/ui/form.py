@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from lib_ti.training.config import (
     CAPTION_SOURCES,
@@ -30,17 +30,22 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("token_string", "Token", "text", info="The word you will type in prompts, e.g. mystyle"),
+    Field("token_string", "Token", "text", info="The word you will type in prompts, e.g. mystyle", group=""),
     Field(
-        "init_word", "Initialization text", "text", info="Words close to the concept; their embeddings are the start"
+        "init_word",
+        "Initialization text",
+        "text",
+        info="Words close to the concept; their embeddings are the start",
+        group="",
     ),
     Field(
         "num_vectors_per_token",
         "Vectors per token",
         "slider",
         info="1-75; more vectors learn more, and use more of the prompt",
+        group="",
     ),
-    Field("train_data_dir", "Dataset directory", "text", info="Images with optional same-name .txt captions"),
+    Field("train_data_dir", "Dataset directory", "text", info="Images with optional same-name .txt captions", group=""),
     Field("output_name", "File name", "text", info="Empty: the token. This is the name you type in the WebUI"),
     Field("overwrite", "Overwrite an existing embedding of that name", "bool"),
     Field(
@@ -54,48 +59,48 @@ FIELDS: tuple[Field, ...] = (
     Field("train_batch_size", "Batch size", "int", group="Training"),
     Field("gradient_accumulation_steps", "Gradient accumulation steps", "int", group="Training"),
     Field("max_train_steps", "Max steps", "int", group="Training"),
-    Field("save_every_n_steps", "Save a checkpoint every N steps (0 = off)", "int", group="Training"),
+    Field("save_every_n_steps", "Save a checkpoint every N steps (0 = off)", "int", group="Output"),
     Field("seed", "Seed (-1 = random)", "int", group="Training"),
-    Field("resolution", "Resolution (0 = the model's native size)", "int", group="Training"),
-    Field("flip_aug", "Add horizontally flipped images", "bool", group="Training"),
-    Field("enable_bucket", "Aspect-ratio buckets", "bool", group="Training"),
-    Field("mixed_precision", "Mixed precision (CUDA only)", "choice", MIXED_PRECISION, group="Training"),
-    Field("gradient_checkpointing", "Gradient checkpointing (less memory, slower)", "bool", group="Training"),
-    Field("use_8bit_adam", "8-bit AdamW (bitsandbytes, CUDA)", "bool", group="Training"),
-    Field("noise_offset", "Noise offset", "float", group="Training"),
+    Field("resolution", "Resolution (0 = the model's native size)", "int", group="Dataset"),
+    Field("flip_aug", "Add horizontally flipped images", "bool", group="Dataset"),
+    Field("enable_bucket", "Aspect-ratio buckets", "bool", group="Dataset"),
+    Field("mixed_precision", "Mixed precision (CUDA only)", "choice", MIXED_PRECISION, group="Advanced"),
+    Field("gradient_checkpointing", "Gradient checkpointing (less memory, slower)", "bool", group="Advanced"),
+    Field("use_8bit_adam", "8-bit AdamW (bitsandbytes, CUDA)", "bool", group="Advanced"),
+    Field("noise_offset", "Noise offset", "float", group="Advanced"),
     Field(
         "early_stopping_patience",
         "Early stop after N steps without improvement (0 = off)",
         "int",
-        group="Training",
+        group="Advanced",
         info="Compares the smoothed loss; the log says at which step and why",
     ),
-    Field("early_stopping_min_delta", "Early stop: least relative improvement", "float", group="Training"),
-    Field("offload_vae", "Low memory: move the VAE off the GPU while training", "bool", group="Training"),
-    Field("save_model_as", "File format", "choice", SAVE_FORMATS, group="Training"),
-    Field("output_dir", "Run folder (empty = the setting's folder / name)", "text", group="Training"),
+    Field("early_stopping_min_delta", "Early stop: least relative improvement", "float", group="Advanced"),
+    Field("offload_vae", "Low memory: move the VAE off the GPU while training", "bool", group="Advanced"),
+    Field("save_model_as", "File format", "choice", SAVE_FORMATS, group="Output"),
+    Field("output_dir", "Run folder (empty = the setting's folder / name)", "text", group="Output"),
     Field(
         "model_name_or_path",
         "Model name (informational)",
         "text",
-        group="Training",
+        group="Output",
         info="Training always uses the model loaded in the WebUI",
     ),
-    Field("caption_source", "Captions from", "choice", CAPTION_SOURCES, group="Captions"),
-    Field("template_set", "Templates", "choice", TEMPLATE_SETS, group="Captions"),
+    Field("caption_source", "Captions from", "choice", CAPTION_SOURCES, group="Dataset"),
+    Field("template_set", "Templates", "choice", TEMPLATE_SETS, group="Dataset"),
     Field(
         "templates",
         "Custom templates, one per line",
         "lines",
-        group="Captions",
+        group="Dataset",
         info="[name] = the token, [filewords] = the image's caption",
     ),
-    Field("caption_extension", "Caption file extension", "text", group="Captions"),
+    Field("caption_extension", "Caption file extension", "text", group="Dataset"),
     Field(
         "stages",
         "Progressive stages: STEP: template | template",
         "stages",
-        group="Captions",
+        group="Dataset",
         info="e.g. 300: [name] painting | [name] art",
     ),
     Field("sample_every_n_steps", "Preview every N steps (0 = off)", "int", group="Previews"),
@@ -104,8 +109,8 @@ FIELDS: tuple[Field, ...] = (
     Field("sample_steps", "Preview sampling steps", "int", group="Previews"),
 )
 
-KOHYA = "Dataset and length (kohya)"
-LOSS = "Noise and loss (kohya)"
+KOHYA = "kohya: dataset"
+LOSS = "kohya: loss"
 KOHYA_FIELDS: tuple[Field, ...] = (
     Field("dataset_config", "Dataset config TOML (replaces the dataset directory)", "text", group=KOHYA),
     Field("max_train_epochs", "Epochs (0 = use Max steps)", "int", group=KOHYA, info="sd-scripts' max_train_epochs"),
@@ -139,7 +144,61 @@ KOHYA_FIELDS: tuple[Field, ...] = (
 )
 FIELDS = FIELDS + KOHYA_FIELDS
 
-GROUPS = ("Embedding", "Training", "Captions", "Previews", KOHYA, LOSS)
+# "" = always visible above the groups (what every run needs); the groups follow the way users think of a run.
+GROUPS = ("Dataset", "Embedding", "Training", "Output", "Previews", "Advanced", KOHYA, LOSS)
+
+# Fields that only apply to a choice made elsewhere: key -> (the fields it depends on, when it applies).
+CONDITIONS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], bool]]] = {
+    "lr_scheduler_num_cycles": (("lr_scheduler",), lambda v: v["lr_scheduler"] == "cosine_with_restarts"),
+    "lr_scheduler_power": (("lr_scheduler",), lambda v: v["lr_scheduler"] == "polynomial"),
+    "template_set": (("caption_source",), lambda v: v["caption_source"] != "captions"),
+    "templates": (
+        ("caption_source", "template_set"),
+        lambda v: v["caption_source"] != "captions" and v["template_set"] == "custom",
+    ),
+    "early_stopping_min_delta": (("early_stopping_patience",), lambda v: _number(v["early_stopping_patience"]) > 0),
+    "sample_prompts": (("sample_every_n_steps",), lambda v: _number(v["sample_every_n_steps"]) > 0),
+    "sample_seed": (("sample_every_n_steps",), lambda v: _number(v["sample_every_n_steps"]) > 0),
+    "sample_steps": (("sample_every_n_steps",), lambda v: _number(v["sample_every_n_steps"]) > 0),
+    "huber_c": (("loss_type",), lambda v: v["loss_type"] in ("huber", "smooth_l1")),
+    "huber_schedule": (("loss_type",), lambda v: v["loss_type"] in ("huber", "smooth_l1")),
+    "multires_noise_discount": (
+        ("multires_noise_iterations",),
+        lambda v: _number(v["multires_noise_iterations"]) > 0,
+    ),
+    "ip_noise_gamma_random_strength": (("ip_noise_gamma",), lambda v: _number(v["ip_noise_gamma"]) > 0),
+}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def visibility(values: dict[str, Any]) -> dict[str, bool]:
+    """Which conditional fields apply to these form values (the others are hidden, their values kept)."""
+    return {key: bool(applies(values)) for key, (_, applies) in CONDITIONS.items()}
+
+
+def label_of(key: str) -> str:
+    """The tab's name for a config key, without the hint in parentheses."""
+    spec = next((f for f in FIELDS if f.key == key), None)
+    return re.sub(r"\s*\(.*?\)", "", spec.label).strip() if spec else key
+
+
+def with_labels(message: str) -> str:
+    """A message about config keys, worded with the tab's labels (the API keeps the keys)."""
+    keys = sorted((f.key for f in FIELDS), key=len, reverse=True)
+    spaced = [k for k in keys if "_" in k]  # such names never occur as ordinary words
+    plain = [k for k in keys if "_" not in k]
+    message = re.sub(
+        r"(?<![\w'])(" + "|".join(map(re.escape, spaced)) + r")(?![\w'])", lambda m: label_of(m[1]), message
+    )
+    return re.sub(
+        r"^(" + "|".join(map(re.escape, plain)) + r")(?=[\[: ])", lambda m: label_of(m[1]), message, flags=re.M
+    )
 
 
 def stages_to_text(stages: list[Stage]) -> str:

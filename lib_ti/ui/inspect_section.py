@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+import os
+from typing import Any, Callable
 
 from lib_ti.api.routes import convert_request, inspect_request
 from lib_ti.errors import UserError
@@ -49,11 +50,12 @@ def report_html(report: dict[str, Any]) -> str:
 
 
 class InspectActions:
-    def __init__(self, inspection: Any):
-        self.inspection = inspection
+    def __init__(self, inspection: Any, names: Callable[[], list[str]] = list):
+        self.inspection, self.names = inspection, names
 
     def inspect(self, name: str, path: str, second: str) -> str:
         try:
+            path, second = os.path.expanduser((path or "").strip()), os.path.expanduser((second or "").strip())
             body = {"embedding": name} if name and not path else {"path": path, "second_path": second}
             return report_html(inspect_request(body, self.inspection))
         except UserError as e:
@@ -61,6 +63,7 @@ class InspectActions:
 
     def convert(self, path: str, second: str, output_name: str, overwrite: bool) -> str:
         try:
+            path, second = os.path.expanduser((path or "").strip()), os.path.expanduser((second or "").strip())
             done = convert_request(
                 {"path": path, "second_path": second, "output_name": output_name, "overwrite": overwrite},
                 self.inspection,
@@ -74,18 +77,22 @@ class InspectActions:
         )
 
 
-def build_inspect_section(gr, actions: InspectActions, names) -> None:
-    with gr.Accordion("Inspect / convert an embedding", open=False, elem_id=f"{ELEM}_section"):
-        with gr.Row():
-            name = gr.Dropdown(label="Loaded embedding", choices=names(), elem_id=f"{ELEM}_name")
-            path = gr.Textbox(label="or a file (.safetensors, .pt, .bin, .png, .webp)", elem_id=f"{ELEM}_path")
-            second = gr.Textbox(label="second file of a diffusers SDXL pair (optional)", elem_id=f"{ELEM}_second")
-        with gr.Row():
-            output_name = gr.Textbox(label="Convert to name (empty: from the file)", elem_id=f"{ELEM}_output_name")
-            overwrite = gr.Checkbox(label="Overwrite", value=False, elem_id=f"{ELEM}_overwrite")
-        with gr.Row():
-            inspect_button = gr.Button("Inspect", elem_id=f"{ELEM}_inspect")
-            convert_button = gr.Button("Convert into the embeddings folder", elem_id=f"{ELEM}_convert")
-        report = gr.HTML(elem_id=f"{ELEM}_report")
+def build_inspect_section(gr, actions: InspectActions):
+    """Components of the inspector; returns the embedding list, which the tab refreshes when it opens."""
+    with gr.Row():
+        name = gr.Dropdown(label="Loaded embedding", choices=actions.names(), elem_id=f"{ELEM}_name", scale=3)
+        refresh = gr.Button("\U0001f504", elem_id=f"{ELEM}_refresh", scale=0, min_width=40)
+        path = gr.Textbox(label="or a file (.safetensors, .pt, .bin, .png, .webp)", elem_id=f"{ELEM}_path", scale=3)
+        second = gr.Textbox(label="second file of a diffusers SDXL pair (optional)", elem_id=f"{ELEM}_second", scale=3)
+    with gr.Row():
+        output_name = gr.Textbox(label="Convert to name (empty: from the file)", elem_id=f"{ELEM}_output_name")
+        overwrite = gr.Checkbox(label="Overwrite", value=False, elem_id=f"{ELEM}_overwrite")
+    with gr.Row():
+        inspect_button = gr.Button("Inspect", elem_id=f"{ELEM}_inspect")
+        convert_button = gr.Button("Convert into the embeddings folder", elem_id=f"{ELEM}_convert")
+    report = gr.HTML(elem_id=f"{ELEM}_report")
     inspect_button.click(fn=actions.inspect, inputs=[name, path, second], outputs=[report])
     convert_button.click(fn=actions.convert, inputs=[path, second, output_name, overwrite], outputs=[report])
+    convert_button.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[name])
+    refresh.click(fn=lambda: gr.update(choices=actions.names()), inputs=[], outputs=[name])
+    return name

@@ -10,7 +10,20 @@ from lib_ti.jobs.queue import BatchQueue, queue_request
 from lib_ti.errors import UserError
 
 ELEM = "ti_trainer_queue"
-COLUMNS = ["label", "state", "step", "token", "file", "message"]
+COLUMNS = ["entry", "state", "progress", "token", "file", "message"]
+
+
+def progress_text(entry: dict[str, Any], job: Any) -> str:
+    """step/max and percent for the running entry (with its ETA); the last step for finished ones."""
+    if job is None:
+        return ""
+    total = job.max_steps or 1
+    text = f"{job.step}/{job.max_steps}"
+    if entry["state"] == "running":
+        text += f" ({100 * job.step // total}%)"
+        if job.eta and job.eta >= 1:  # an estimate under a second says nothing
+            text += f", {int(job.eta) // 60}:{int(job.eta) % 60:02d} left"
+    return text
 
 
 class QueueActions:
@@ -18,17 +31,22 @@ class QueueActions:
         self.queue = queue
 
     def table(self) -> list[list[Any]]:
-        return [
-            [
-                e["label"],
-                e["state"],
-                e["step"],
-                e["config"].get("token_string", ""),
-                e["final_path"],
-                e["error"] or ", ".join(e["grid_paths"]),
-            ]
-            for e in self.queue.snapshot()
-        ] or [[""] * len(COLUMNS)]
+        """One row per entry; the table polls this while entries are queued or running."""
+        rows = []
+        for e in self.queue.snapshot():
+            job = self.queue.manager.get(e["job_id"]) if e["job_id"] else None
+            rows.append(
+                [
+                    e["label"],
+                    e["state"],
+                    progress_text(e, job),
+                    e["config"].get("token_string", ""),
+                    e["final_path"],
+                    e["error"]  # keys, as in the JSON the user wrote
+                    or ", ".join(e["grid_paths"]),
+                ]
+            )
+        return rows or [[""] * len(COLUMNS)]
 
     def add(self, folder: str, base_json: str, grid: bool) -> tuple[list[list[Any]], str]:
         try:
@@ -47,30 +65,32 @@ class QueueActions:
         text = f"Queued {len(added) - invalid} training(s)" + (
             f"; {invalid} invalid (see the table)" if invalid else ""
         )
-        return self.table(), f'<div class="ti-trainer-msg ti-trainer-ok">{html.escape(text)}.</div>'
+        kind = "warn" if invalid else "ok"
+        return self.table(), f'<div class="ti-trainer-msg ti-trainer-{kind}">{html.escape(text)}.</div>'
 
 
-def build_queue_section(gr, actions: QueueActions) -> None:
-    with gr.Accordion("Batch queue: train many concepts", open=False, elem_id=f"{ELEM}_section"):
-        gr.HTML(
-            "<p>Each subfolder of the folder is a dataset; its token is the subfolder's name unless its own "
-            "<code>ti_trainer.json</code> says otherwise (that file overrides the base config). Jobs run one "
-            "after another; a failed one is reported and the rest go on. The queue lasts until the WebUI "
-            "restarts.</p>"
-        )
-        with gr.Row():
-            folder = gr.Textbox(label="Folder of dataset folders", elem_id=f"{ELEM}_folder", scale=3)
-            grid = gr.Checkbox(label="Test grid after each", value=False, elem_id=f"{ELEM}_grid", scale=1)
-        base = gr.Textbox(
-            label="Base config (JSON, same keys as a config file)",
-            lines=3,
-            value='{"init_word": "*", "num_vectors_per_token": 4, "max_train_steps": 1000}',
-            elem_id=f"{ELEM}_base",
-        )
-        with gr.Row():
-            add = gr.Button("Add to queue", variant="primary", elem_id=f"{ELEM}_add")
-            refresh = gr.Button("Refresh", elem_id=f"{ELEM}_refresh")
-        message = gr.HTML(elem_id=f"{ELEM}_message")
-        table = gr.Dataframe(headers=COLUMNS, value=actions.table, interactive=False, elem_id=f"{ELEM}_table")
+def build_queue_section(gr, actions: QueueActions):
+    """Components of the queue; returns the table, which refreshes itself while entries are queued or running."""
+    gr.HTML(
+        "<p>Each subfolder of the folder is a dataset; its token is the subfolder's name unless its own "
+        "<code>ti_trainer.json</code> says otherwise (that file overrides the base config). Jobs run one "
+        "after another; a failed or invalid one is listed with the reason and the rest go on. The queue lasts "
+        "until the WebUI restarts.</p>"
+    )
+    with gr.Row():
+        folder = gr.Textbox(label="Folder of dataset folders", elem_id=f"{ELEM}_folder", scale=3)
+        grid = gr.Checkbox(label="Test grid after each", value=False, elem_id=f"{ELEM}_grid", scale=1)
+    base = gr.Textbox(
+        label="Base config (JSON, same keys as a config file)",
+        lines=3,
+        value='{"init_word": "*", "num_vectors_per_token": 4, "max_train_steps": 1000}',
+        elem_id=f"{ELEM}_base",
+    )
+    with gr.Row():
+        add = gr.Button("Add to queue", variant="primary", elem_id=f"{ELEM}_add")
+        refresh = gr.Button("Refresh", elem_id=f"{ELEM}_refresh")
+    message = gr.HTML(elem_id=f"{ELEM}_message")
+    table = gr.Dataframe(headers=COLUMNS, value=actions.table, interactive=False, elem_id=f"{ELEM}_table")
     add.click(fn=actions.add, inputs=[folder, base, grid], outputs=[table, message])
-    refresh.click(fn=actions.table, inputs=[], outputs=[table])
+    refresh.click(fn=actions.table, inputs=[], outputs=[table])  # javascript/ti_trainer.js presses it while busy
+    return table

@@ -1,7 +1,6 @@
-"""The TI Trainer tab: the form, the actions behind its buttons, and the result view.
+"""The TI Trainer tab's actions (what its buttons do) and its result view, as plain methods testable without gradio.
 
-The actions are plain methods (testable without gradio); ``build_tab`` lays out gradio components and takes
-the WebUI's GPU-call wrapper from the glue.
+The gradio layout is in ``layout.py``; the glue passes the WebUI's services in.
 """
 
 from __future__ import annotations
@@ -10,16 +9,15 @@ import html
 import os
 from typing import Any, Callable
 
+from lib_ti.embeddings.promote import use_checkpoint
+from lib_ti.errors import ConfigError, UserError
+from lib_ti.jobs.manager import ACTIVE, Host, Job, JobManager, check_all, no_lock, ordinary_word_note
 from lib_ti.training.config import load_config_file, parse_config, save_config_file
-from lib_ti.errors import UserError
-from lib_ti.ui.form import FIELDS, GROUPS, config_to_values, values_to_dict
-from lib_ti.jobs.manager import Host, Job, JobManager, no_lock, preflight
 from lib_ti.training.model import ModelAdapter
 from lib_ti.training.paths import preview_caption
-from lib_ti.ui.queue_section import QueueActions, build_queue_section
-from lib_ti.ui.grid_section import GridActions, build_test_section
-from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
-from lib_ti.ui.dataset_preview import build_preview
+from lib_ti.ui.form import FIELDS, config_to_values, values_to_dict, with_labels
+from lib_ti.ui.notes import setup_notes
+from lib_ti.ui.plot import loss_svg
 
 ELEM = "ti_trainer"
 
@@ -29,25 +27,46 @@ def message_html(text: str, kind: str = "info") -> str:
     return f'<div class="ti-trainer-msg ti-trainer-{kind}">{lines}</div>'
 
 
+def error_html(error: UserError) -> str:
+    """A settings error worded with the tab's labels (the API's answer keeps the config keys)."""
+    if isinstance(error, ConfigError):
+        return message_html("Please fix:\n" + "\n".join(f"• {with_labels(p)}" for p in error.problems), "error")
+    return message_html(with_labels(str(error)), "error")
+
+
+def checkpoint_files(job: Job) -> list[str]:
+    return [f for f in job.files if f != job.final_path and f.endswith((".safetensors", ".pt"))]
+
+
+def run_folder(job: Job) -> str:
+    others = [f for f in job.files if f != job.final_path]
+    return os.path.dirname(others[0]) if others else ""
+
+
 def result_html(job: Job) -> str:
     kind = {"done": "ok", "interrupted": "warn"}.get(job.state, "error")
     parts = [
         f'<div class="ti-trainer-msg ti-trainer-{kind}"><b>{html.escape(job.state.capitalize())}</b> at step '
-        f"{job.step}/{job.max_steps}" + (f" — {html.escape(job.error)}" if job.error else "") + "</div>"
+        f"{job.step}/{job.max_steps}" + (f" — {html.escape(with_labels(job.error))}" if job.error else "") + "</div>"
     ]
     if job.final_path:
         parts.append(
             f"<p>Embedding: <code>{html.escape(job.final_path)}</code> — type "
             f"<code>{html.escape(os.path.splitext(os.path.basename(job.final_path))[0])}</code> in a prompt.</p>"
         )
+    folder = run_folder(job)
+    if folder:
+        parts.append(f"<p>Run folder (checkpoints, previews, log, config): <code>{html.escape(folder)}</code></p>")
     if job.messages:
-        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in job.messages) + "</ul>")
-    checkpoints = [f for f in job.files if f != job.final_path and f.endswith((".safetensors", ".pt"))]
+        parts.append("<ul>" + "".join(f"<li>{html.escape(with_labels(m))}</li>" for m in job.messages) + "</ul>")
+    if len(job.losses) > 1:  # this job's own curve, never another's
+        parts.append(loss_svg(job.losses))
+    checkpoints = checkpoint_files(job)
     if checkpoints:
         parts.append(
-            f"<details><summary>{len(checkpoints)} checkpoint file(s)</summary><ul>"
-            + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in checkpoints)
-            + "</ul></details>"
+            f"<p>{len(checkpoints)} checkpoint(s): "
+            + ", ".join(f"<code>{html.escape(os.path.basename(f))}</code>" for f in checkpoints)
+            + " — <i>Use a checkpoint as the embedding</i> below makes one of them the embedding.</p>"
         )
     return "\n".join(parts)
 
@@ -59,23 +78,41 @@ class TabActions:
         host: Host,
         adapter_factory: Callable[[], ModelAdapter],
         host_interrupt: Callable[[], None],
+        reload_embeddings: Callable[[], None] = lambda: None,
+        bitsandbytes: Callable[[], bool] = lambda: False,
+        queue: Any = None,
     ):
-        self.manager, self.host, self.adapter_factory, self.host_interrupt = (
-            manager,
-            host,
-            adapter_factory,
-            host_interrupt,
+        self.manager, self.host, self.adapter_factory = manager, host, adapter_factory
+        self.host_interrupt, self.reload_embeddings, self.bitsandbytes = host_interrupt, reload_embeddings, bitsandbytes
+        self.queue = queue
+
+    def busy(self) -> str:
+        """Why Train cannot start now (another job holds the trainer), or "" when it can."""
+        job = self.manager.current()
+        if job is None or job.state not in ACTIVE:
+            return ""
+        token = job.config.get("output_name") or job.config.get("token_string")
+        entries = self.queue.snapshot() if self.queue is not None else []
+        index = next((i for i, e in enumerate(entries) if e["job_id"] == job.id), None)
+        source = f"The batch queue (entry {index + 1} of {len(entries)})" if index is not None else "An API request"
+        waiting = sum(e["state"] == "queued" for e in entries)
+        return (
+            f"Not started: {source} is training '{token}' ({job.state}, step {job.step}/{job.max_steps})"
+            + (
+                f", and {waiting} more queue entr{'y waits' if waiting == 1 else 'ies wait'} after it"
+                if waiting
+                else ""
+            )
+            + ". Press Train again when it has finished, interrupt it, or add this run to the batch queue."
         )
 
     def train(self, *values: Any) -> tuple[list[str], str]:
         """Runs in the caller's thread, which already holds the WebUI's GPU queue."""
         try:
-            parsed = parse_config(values_to_dict(values))
-            adapter = self.adapter_factory()
-            notes = preflight(parsed, adapter, self.host)
+            parsed, adapter, notes = check_all(values_to_dict(values), self.adapter_factory, self.host)
             job = self.manager.create(parsed.config)
         except UserError as e:
-            return [], message_html(str(e), "error")
+            return [], error_html(e)
         job.messages.extend(notes)
         self.manager.run(job, parsed.config, lambda: adapter, self.host, lock=no_lock())
         return [(p, preview_caption(p)) for p in job.samples], result_html(job)
@@ -89,129 +126,66 @@ class TabActions:
 
     def interrupt(self) -> None:
         job = self.manager.current()
-        if job is not None and job.state in ("queued", "running"):
+        if job is not None and job.state in ACTIVE:
             self.manager.interrupt(job, self.host_interrupt)
+
+    def notes(self, config) -> list[str]:
+        """Notes for this machine and model; nothing when no model is loaded yet."""
+        try:
+            adapter = self.adapter_factory()
+        except UserError:
+            return []
+        notes = setup_notes(config, adapter.device.type, self.bitsandbytes())
+        word = (
+            ordinary_word_note(config.token_string, adapter.token_ids(config.token_string))
+            if config.token_string
+            else ""
+        )
+        return notes + ([word] if word else [])
 
     def load(self, path: str, upload: Any = None) -> list[Any]:
         """Form values from a JSON file (uploaded, or a path on this machine), plus a message."""
-        source = getattr(upload, "name", None) or upload or path
+        source = getattr(upload, "name", None) or upload or os.path.expanduser((path or "").strip())
         try:
             if not source:
                 raise UserError("Give a config file path or upload one.")
             parsed = load_config_file(str(source))
         except UserError as e:
-            return [None] * len(FIELDS) + [message_html(str(e), "error")]
-        notes = parsed.messages() or ["All keys were read."]
+            return [None] * len(FIELDS) + [error_html(e)]
+        notes = [with_labels(m) for m in parsed.messages()] + self.notes(parsed.config)
         return config_to_values(parsed.config) + [
-            message_html(f"Loaded {os.path.basename(str(source))}.\n" + "\n".join(notes))
+            message_html(f"Loaded {os.path.basename(str(source))}.\n" + ("\n".join(notes) or "All keys were read."))
         ]
 
-    def save(self, path: str, *values: Any) -> str:
+    def save(self, path: str, pending: str, *values: Any) -> tuple[str, str]:
+        """Write the form as JSON; an existing file is replaced only when Save is pressed twice for it.
+
+        Returns the message and the path waiting for that confirmation ("" when none).
+        """
+        path = os.path.expanduser((path or "").strip())
         try:
             if not path:
                 raise UserError("Give a path to save the config to, e.g. /data/mystyle.json")
             parsed = parse_config(values_to_dict(values))
             if os.path.isdir(path):
                 path = os.path.join(path, f"{parsed.config.name}.json")
+            if os.path.exists(path) and pending != path:
+                return message_html(f"{path} exists. Press Save config again to overwrite it.", "warn"), path
             notes = save_config_file(parsed.config, path)
         except UserError as e:
+            return error_html(e), ""
+        return message_html("\n".join([f"Saved {path}", *notes]), "ok"), ""
+
+    def checkpoints(self) -> list[str]:
+        """The last job's checkpoints, newest first, for "Use a checkpoint as the embedding"."""
+        job = self.manager.current()
+        return list(reversed(checkpoint_files(job))) if job is not None else []
+
+    def use_checkpoint(self, path: str, name: str, overwrite: bool) -> str:
+        try:
+            target = use_checkpoint(path, self.host.embeddings_dir(), name, overwrite, self.host.existing_names())
+        except UserError as e:
             return message_html(str(e), "error")
-        return message_html("\n".join([f"Saved {path}", *notes]), "ok")
-
-
-def _component(gr, spec, default: Any):
-    elem_id = f"{ELEM}_{spec.key}"
-    common = {"label": spec.label, "elem_id": elem_id}
-    if spec.info:
-        common["info"] = spec.info
-    if spec.kind == "bool":
-        return gr.Checkbox(value=default, **common)
-    if spec.kind == "choice":
-        return gr.Dropdown(choices=list(spec.choices), value=default, **common)
-    if spec.kind == "slider":
-        return gr.Slider(minimum=1, maximum=75, step=1, value=default, **common)
-    if spec.kind == "int":
-        return gr.Number(value=default, precision=0, **common)
-    if spec.kind == "float":
-        return gr.Number(value=default, **common)
-    if spec.kind in ("lines", "stages"):
-        return gr.Textbox(value=default, lines=3, **common)
-    return gr.Textbox(value=default, lines=1, **common)
-
-
-def build_tab(
-    actions: TabActions,
-    wrap_gpu: Callable,
-    defaults: list[Any],
-    grid_actions: GridActions | None = None,
-    add_send_buttons: Callable | None = None,
-    inspect_actions: InspectActions | None = None,
-    queue_actions: QueueActions | None = None,
-):
-    """The gradio Blocks of the tab; ``wrap_gpu`` is the WebUI's wrap_gradio_gpu_call."""
-    import gradio as gr
-
-    with gr.Blocks(analytics_enabled=False) as tab:
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                with gr.Row():
-                    config_path = gr.Textbox(
-                        label="Config file (JSON, or sd-scripts TOML)", elem_id=f"{ELEM}_config_path", scale=4
-                    )
-                    config_upload = gr.File(
-                        label="or upload", file_types=[".json", ".toml"], elem_id=f"{ELEM}_config_upload", scale=2
-                    )
-                with gr.Row():
-                    load_button = gr.Button("Load config", elem_id=f"{ELEM}_load")
-                    save_button = gr.Button("Save config", elem_id=f"{ELEM}_save")
-                components = []
-                for group in GROUPS:
-                    with gr.Accordion(group, open=group == "Embedding", elem_id=f"{ELEM}_group_{group.lower()}"):
-                        for spec, default in zip(FIELDS, defaults):
-                            if spec.group == group:
-                                components.append((FIELDS.index(spec), _component(gr, spec, default)))
-                inputs = [c for _, c in sorted(components, key=lambda item: item[0])]
-                build_preview(gr, inputs, values_to_dict, actions.native_resolution)
-            with gr.Column(scale=2):
-                with gr.Row():
-                    train_button = gr.Button("Train embedding", variant="primary", elem_id=f"{ELEM}_train")
-                    interrupt_button = gr.Button("Interrupt", elem_id=f"{ELEM}_interrupt")
-                message = gr.HTML(elem_id=f"{ELEM}_message")
-                gr.HTML('<div id="ti_trainer_progress"></div><div id="ti_trainer_loss"></div>')
-                gallery = gr.Gallery(label="Previews", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
-                output = gr.HTML(elem_id=f"{ELEM}_output")
-                id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
-
-        test_embedding = build_test_section(gr, grid_actions, wrap_gpu, add_send_buttons) if grid_actions else None
-        if inspect_actions is not None:
-            build_inspect_section(gr, inspect_actions, grid_actions.names if grid_actions else list)
-        if queue_actions is not None:
-            build_queue_section(gr, queue_actions)
-
-        def train(_id_task, *values):  # the WebUI appends its timing to the last output: keep the HTML last
-            gallery_items, result = actions.train(*values)
-            job = actions.manager.current()
-            if test_embedding is None:
-                return gallery_items, result
-            if job is None or not job.final_path:
-                return gallery_items, gr.update(), result
-            name = os.path.splitext(os.path.basename(job.final_path))[0]  # the Test section starts from it
-            return gallery_items, gr.update(choices=grid_actions.names(), value=name), result
-
-        outputs = [gallery] + ([test_embedding] if test_embedding is not None else []) + [output]
-        train_button.click(
-            fn=wrap_gpu(train, extra_outputs=[[]] + [None] * (len(outputs) - 2) + [""]),
-            _js="ti_trainer_start",
-            inputs=[id_task, *inputs],
-            outputs=outputs,
-        )
-        interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
-
-        def load(path, upload):  # None means "leave that field as it is"
-            values = actions.load(path, upload)
-            return [gr.update() if v is None else v for v in values[:-1]] + values[-1:]
-
-        load_button.click(fn=load, inputs=[config_path, config_upload], outputs=[*inputs, message])
-        config_upload.upload(fn=lambda upload: load("", upload), inputs=[config_upload], outputs=[*inputs, message])
-        save_button.click(fn=actions.save, inputs=[config_path, *inputs], outputs=[message])
-    return tab
+        self.reload_embeddings()
+        stem = os.path.splitext(os.path.basename(target))[0]
+        return message_html(f"Copied to {target}; the WebUI reloaded its embeddings: type {stem} in a prompt.", "ok")

@@ -75,11 +75,14 @@ def test_dataset_folders_with_their_own_json(tmp_path):
         json.dumps({"token_string": "dogtok", "init_word": "dog"})
     )
     (tmp_path / "sets" / "empty").mkdir()
+    make_dataset(str(tmp_path / "sets" / "kohya" / "10_kohya"))  # kohya's layout: images one level down
     configs = folder_configs(str(tmp_path / "sets"), {"init_word": "art", "max_train_steps": 5})
-    assert [label for label, _ in configs] == ["cat style", "dog"]
+    assert [label for label, _ in configs] == ["cat style", "dog", "empty", "kohya"]
+    assert "_error" not in configs[3][1]
     assert configs[0][1]["token_string"] == "cat_style" and configs[0][1]["init_word"] == "art"
     assert configs[1][1]["token_string"] == "dogtok" and configs[1][1]["init_word"] == "dog"
     assert configs[1][1]["max_train_steps"] == 5 and configs[1][1]["train_data_dir"].endswith("dog")
+    assert "no images" in configs[2][1]["_error"]  # a subfolder without images is listed as invalid, not dropped
     with pytest.raises(UserError, match="No subfolder"):
         folder_configs(str(tmp_path / "sets" / "empty"), {})
 

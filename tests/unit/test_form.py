@@ -1,6 +1,7 @@
 """The tab's form: a config goes to form values and back unchanged; stage text errors name the line."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -150,3 +151,59 @@ def test_bad_stage_template_found_after_the_form():
     with pytest.raises(ConfigError) as info:
         parse_config(values_to_dict(values))
     assert any(p.startswith("stages[0]") and "no token here" in p for p in info.value.problems)
+
+
+# ---------------------------------------------------------------- layout logic
+
+
+def test_fields_only_shown_for_the_choices_that_use_them():
+    from lib_ti.ui.form import visibility
+
+    base = config_to_values(TrainConfig(token_string="tok", train_data_dir="/d"))
+    values = dict(zip([f.key for f in FIELDS], base))
+    shown = visibility(values)
+    assert not shown["lr_scheduler_num_cycles"] and not shown["lr_scheduler_power"]
+    assert not shown["templates"] and shown["template_set"] and not shown["early_stopping_min_delta"]
+    assert shown["sample_prompts"]  # previews are on by default
+    values.update(lr_scheduler="polynomial", template_set="custom", sample_every_n_steps=0)
+    shown = visibility(values)
+    assert shown["lr_scheduler_power"] and shown["templates"] and not shown["sample_prompts"]
+    assert not shown["huber_c"] and not shown["multires_noise_discount"]
+    values.update(loss_type="huber", multires_noise_iterations=6)
+    assert visibility(values)["huber_c"] and visibility(values)["multires_noise_discount"]
+    values.update(caption_source="captions")
+    assert not visibility(values)["templates"] and not visibility(values)["template_set"]
+
+
+def test_every_field_is_in_a_group_and_the_essentials_come_first():
+    from lib_ti.ui.form import GROUPS
+
+    assert {f.group for f in FIELDS} <= {"", *GROUPS}
+    assert [f.key for f in FIELDS if f.group == ""] == [
+        "token_string",
+        "init_word",
+        "num_vectors_per_token",
+        "train_data_dir",
+    ]
+
+
+def test_messages_use_the_tabs_labels():
+    from lib_ti.ui.form import with_labels
+
+    assert with_labels("token_string is empty: it is the word") == "Token is empty: it is the word"
+    assert with_labels("train_data_dir '/x' is not a folder.") == "Dataset directory '/x' is not a folder."
+    assert with_labels("seed: expected a whole number") == "Seed: expected a whole number"
+    assert with_labels("num_vectors_per_token: must be 1 to 75").startswith("Vectors per token: must")
+    # ordinary words are left alone; a key quoted from the user's own file stays as written
+    assert with_labels("the model's weights are frozen") == "the model's weights are frozen"
+    assert with_labels("'cache_latents' has no effect here") == "'cache_latents' has no effect here"
+
+
+def test_paths_expand_the_home_folder():
+    config = parse_config({"token_string": "t", "train_data_dir": "~/imgs", "output_dir": "~/runs"}).config
+    assert config.train_data_dir == os.path.expanduser("~/imgs") and not config.output_dir.startswith("~")
+
+
+def test_previews_and_checkpoints_are_on_by_default():
+    config = TrainConfig()
+    assert config.sample_every_n_steps > 0 and config.save_every_n_steps > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -36,14 +37,82 @@ def test_train_button_trains_and_reports(actions, tmp_path):
     )
     gallery, html = actions.train(*values)
     assert len(gallery) == 1 and gallery[0][0].endswith(".png") and gallery[0][1] == "step 2"  # labelled
-    assert "Done" in html and "mystyle.safetensors" in html and "1 checkpoint file(s)" in html
+    assert "Done" in html and "mystyle.safetensors" in html and "1 checkpoint(s)" in html
+    assert "Run folder" in html and str(tmp_path / "runs" / "mystyle") in html  # shown plainly, not folded
+    assert "<svg" in html  # the run's own loss curve, in its result
 
 
 def test_train_button_with_bad_input_shows_the_message_and_starts_nothing(actions):
     gallery, html = actions.train(*form_values(train_data_dir="", token_string="bad token"))
     assert gallery == [] and "ti-trainer-error" in html
-    assert "train_data_dir is empty" in html and "contains spaces" in html
+    # the tab's labels, not the config keys
+    assert "Dataset directory is empty" in html and "Token &#x27;bad token&#x27; contains spaces" in html
+    assert "train_data_dir" not in html and "token_string" not in html
     assert not actions.manager.jobs
+
+
+def test_every_problem_is_reported_at_once_folder_included(actions, tmp_path):
+    _, html = actions.train(*form_values(train_data_dir=str(tmp_path / "missing"), token_string="bad token"))
+    assert "contains spaces" in html and "is not a folder" in html
+
+
+def test_train_refuses_while_another_job_runs_and_says_which(actions, tmp_path):
+    from lib_ti.training.config import TrainConfig as Config
+
+    job = actions.manager.create(Config(token_string="queued_tok", train_data_dir="/d", max_train_steps=50))
+    job.state, job.step = "running", 7
+    message = actions.busy()
+    assert "queued_tok" in message and "step 7/50" in message and "Not started" in message
+    job.state = "done"
+    assert actions.busy() == ""
+
+
+def test_save_asks_before_overwriting_an_existing_file(actions, tmp_path):
+    path = tmp_path / "loaded.json"
+    path.write_text("{}")
+    values = form_values(train_data_dir="/d", token_string="mystyle")
+    message, pending = actions.save(str(path), "", *values)
+    assert "exists" in message and pending == str(path) and path.read_text() == "{}"
+    message, pending = actions.save(str(path), pending, *values)  # the second press overwrites
+    assert "Saved" in message and pending == "" and json.loads(path.read_text())["token_string"] == "mystyle"
+
+
+def test_load_shows_the_notes_for_this_machine_and_an_ordinary_word_token(actions, tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(
+        json.dumps(
+            {"token_string": "mystyle", "train_data_dir": "~/d", "mixed_precision": "fp16", "use_8bit_adam": True}
+        )
+    )
+    loaded = actions.load(str(path))
+    message = loaded[-1]
+    assert "runs on the CPU" in message and "Mixed precision fp16 applies on CUDA only" in message
+    assert "8-bit AdamW needs a CUDA GPU" in message
+    assert loaded[[f.key for f in FIELDS].index("train_data_dir")] == os.path.expanduser("~/d")  # ~ expanded
+
+
+def test_ordinary_word_note():
+    from lib_ti.jobs.manager import ordinary_word_note
+
+    assert "ordinary word" in ordinary_word_note("dog", [1929])
+    assert ordinary_word_note("mystyle", [1001, 2002]) == ""
+
+
+def test_use_a_checkpoint_as_the_embedding(actions, tmp_path):
+    reloaded = []
+    actions.reload_embeddings = lambda: reloaded.append(True)
+    checkpoint = tmp_path / "runs" / "x-100.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"vectors")
+    message = actions.use_checkpoint(str(checkpoint), "x_best", False)
+    target = tmp_path / "embeddings" / "x_best.safetensors"
+    assert "Copied" in message and target.read_bytes() == b"vectors" and reloaded == [True]
+    checkpoint.write_bytes(b"other")
+    message = actions.use_checkpoint(str(checkpoint), "x_best", False)  # never overwrites without asking
+    assert "already exists" in message and target.read_bytes() == b"vectors"
+    assert "Copied" in actions.use_checkpoint(str(checkpoint), "x_best", True) and target.read_bytes() == b"other"
+    assert "contains spaces" in actions.use_checkpoint(str(checkpoint), "x best", True)
+    assert not [n for n in os.listdir(target.parent) if n.endswith(".tmp")]
 
 
 def test_save_then_load_round_trips_the_form(actions, tmp_path):
@@ -56,7 +125,7 @@ def test_save_then_load_round_trips_the_form(actions, tmp_path):
         template_set="custom",
     )
     path = str(tmp_path / "cfg.json")
-    assert "Saved" in actions.save(path, *values)
+    assert "Saved" in actions.save(path, "", *values)[0]
     assert json.load(open(path))["num_vectors_per_token"] == 4
     loaded = actions.load(path)
     assert loaded[: len(FIELDS)] == values and "Loaded cfg.json" in loaded[-1]

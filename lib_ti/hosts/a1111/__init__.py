@@ -8,6 +8,12 @@ from lib_ti.hosts.a1111.grid import grid_after_training, run_grid_queued, txt2im
 from lib_ti.hosts.a1111.host import WebUIHost
 from lib_ti.hosts.a1111.inspection import WebUIInspection
 from lib_ti.hosts.a1111.model import WebUIModel
+from lib_ti.hosts.a1111.ui_support import (
+    bitsandbytes_available,
+    known_sampler,
+    sampler_names,
+    usable_embedding_names,
+)
 from lib_ti.hosts.a1111.xyz import add_xyz_axes
 
 NAME = "AUTOMATIC1111"
@@ -18,6 +24,10 @@ __all__ = [
     "WebUIInspection",
     "WebUIModel",
     "add_xyz_axes",
+    "bitsandbytes_available",
+    "known_sampler",
+    "sampler_names",
+    "usable_embedding_names",
     "existing_embedding_names",
     "grid_after_training",
     "reload_embeddings",

@@ -1,0 +1,38 @@
+"""What the tab asks of the WebUI beyond training: usable embeddings, its samplers, whether 8-bit AdamW exists."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from modules import sd_hijack, sd_samplers, sd_schedulers, shared
+
+
+def usable_embedding_names() -> list[str]:
+    """Embeddings the loaded model can use (the WebUI skips those made for another model's width)."""
+    db = sd_hijack.model_hijack.embedding_db
+    if shared.sd_model is not None:
+        db.load_textual_inversion_embeddings()
+    return sorted(db.word_embeddings)
+
+
+def sampler_names() -> list[str]:
+    """The samplers txt2img offers, in its order."""
+    return list(sd_samplers.visible_sampler_names())
+
+
+def known_sampler(name: str) -> bool:
+    """True when txt2img would use this sampler rather than silently falling back to its default.
+
+    Accepts names, aliases and the older "<sampler> <scheduler>" spellings (e.g. "DPM++ 2M Karras").
+    """
+    name = (name or "").strip()
+    for scheduler in sd_schedulers.schedulers:
+        for option in (scheduler.label, scheduler.name, *(scheduler.aliases or [])):
+            if name.endswith(" " + option):
+                name = name[: -len(option) - 1]
+                break
+    return name in sd_samplers.all_samplers_map or name.lower() in sd_samplers.samplers_map
+
+
+def bitsandbytes_available() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
