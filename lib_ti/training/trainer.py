@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -26,7 +25,6 @@ from lib_ti.training.loss import diffusion_loss
 from lib_ti.training.noise import input_noise, make_noise, sample_timesteps
 from lib_ti.training.captions import make_plan
 from lib_ti.training.config import TrainConfig, config_to_json
-from lib_ti.training.early_stop import EarlyStop
 from lib_ti.training.earlier_runs import keep_runs_apart
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import (
@@ -38,25 +36,13 @@ from lib_ti.embeddings.files import (
     save_optimizer_state,
 )
 from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors, sample_with_options
+from lib_ti.training.readback import StepReader, StepRecord
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
 from lib_ti.training.previews import save_preview
 from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepRecord:
-    """One progress record per optimizer step; the glue maps it onto the WebUI's progress bar and the log."""
-
-    step: int
-    max_steps: int
-    loss: float
-    lr: float
-    elapsed: float
-    eta: float
-    prompt: str = ""
 
 
 @dataclass
@@ -248,7 +234,7 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
     scaler = (
         torch.cuda.amp.GradScaler() if (config.mixed_precision == "fp16" and adapter.device.type == "cuda") else None
     )
-    steps = _Steps(run)
+    steps = StepReader(run, _report)
     while run.step < config.max_train_steps:
         if services.should_stop():
             end = steps.read()
@@ -265,104 +251,6 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
             if end:
                 return end
     return "done", f"Trained {run.config.token_string!r} to step {run.step}."
-
-
-# On CUDA the host reads the losses back (one sync, which stalls the GPU's queue) every this many steps, or sooner
-# when READBACK_SECONDS have passed or a checkpoint, preview or the last step is due; elsewhere every step.
-READBACK_EVERY = {"cuda": 16}
-READBACK_SECONDS = 2.0
-
-
-@dataclass
-class _Pending:
-    step: int
-    check: torch.Tensor  # [loss, vectors all finite], still on the device
-    lr: float
-    prompt: str
-    vectors: dict[str, torch.Tensor]  # a copy of the vectors after this step
-
-
-class _Steps:
-    """Steps done on the device, read back in batches; then each is checked, logged and reported in order.
-
-    A non-finite loss or vector found in a batch puts the vectors back to the step before it; an early stop puts
-    them back to the step it names. Either way the run ends at that step, as if each step had been read at once.
-    """
-
-    def __init__(self, run: _Run):
-        config = run.config
-        self.run, self.every = run, READBACK_EVERY.get(run.adapter.device.type, 1)
-        self.pending: list[_Pending] = []
-        self.good = {k: v.detach().clone() for k, v in run.vectors.items()}  # after the last step read back
-        self.start_step, self.started = run.step, time.time()
-        self.read_at = self.started
-        self.early = (
-            EarlyStop(config.early_stopping_patience, config.early_stopping_min_delta)
-            if config.early_stopping_patience
-            else None
-        )
-
-    def add(self, loss: torch.Tensor, lr: float, prompt: str) -> None:
-        vectors = {k: v.detach().clone() for k, v in self.run.vectors.items()}
-        finite = torch.stack([torch.isfinite(v).all() for v in vectors.values()]).all()
-        check = torch.stack([loss.detach().float().reshape(()), finite.float()])
-        self.pending.append(_Pending(self.run.step, check, lr, prompt, vectors))
-
-    def due(self) -> bool:
-        step, config = self.run.step, self.run.config
-        return (
-            len(self.pending) >= self.every
-            or time.time() - self.read_at >= READBACK_SECONDS
-            or step >= config.max_train_steps
-            or any(n and step % n == 0 for n in (config.save_every_n_steps, config.sample_every_n_steps))
-            or bool(
-                (config.save_every_n_epochs or config.sample_every_n_epochs)
-                and self.run.steps_per_epoch
-                and step % self.run.steps_per_epoch == 0
-            )
-        )
-
-    def read(self) -> tuple[str, str] | None:
-        """Read the pending steps back; (state, message) when the run ends at one of them."""
-        run, config = self.run, self.run.config
-        values = torch.stack([p.check for p in self.pending]).tolist() if self.pending else []  # the one sync
-        pending, self.pending, self.read_at = self.pending, [], time.time()
-        for p, (loss, finite) in zip(pending, values):
-            if not math.isfinite(loss) or not finite:
-                self._end_at(p.step - 1, self.good)
-                if not math.isfinite(loss):
-                    return "failed", (
-                        f"The loss became {loss} at step {p.step}, so training stopped and kept the last "
-                        f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'."
-                    )
-                return "failed", (
-                    f"The vectors became non-finite at step {p.step}; the last finite ones "
-                    f"(step {run.step}) were kept. Try a lower learning_rate."
-                )
-            self.good = p.vectors
-            run.losses.append((p.step, loss))
-            _log_step(run, p.step, loss, p.lr)
-            elapsed = time.time() - self.started
-            eta = elapsed / (p.step - self.start_step) * (config.max_train_steps - p.step)
-            run.services.progress(StepRecord(p.step, config.max_train_steps, loss, p.lr, elapsed, eta, p.prompt))
-            if p.step == run.step:
-                _periodic(run)
-            reason = self.early.update(p.step, loss) if self.early else None
-            if reason:
-                self._end_at(p.step, p.vectors)
-                return "done", reason
-        return None
-
-    def _end_at(self, step: int, vectors: dict[str, torch.Tensor]) -> None:
-        _restore(self.run, vectors)
-        self.run.step = step
-        optimizer = self.run.optimizer
-        if any(
-            torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()
-            for state in optimizer.state.values()
-            for t in state.values()
-        ):
-            optimizer.state.clear()  # stepped with a non-finite gradient: a resumed run starts it afresh
 
 
 def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[torch.Tensor, str]:
@@ -394,10 +282,13 @@ def _optimizer_step(run: _Run, scaler) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
-def _restore(run: _Run, good: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for key, value in run.vectors.items():
-            value.copy_(good[key])
+def _report(run: _Run, record: StepRecord) -> None:
+    """A step read back: logged, shown, and its checkpoint or preview made when due."""
+    run.losses.append((record.step, record.loss))
+    _log_step(run, record.step, record.loss, record.lr)
+    run.services.progress(record)
+    if record.step == run.step:
+        _periodic(run)
 
 
 def _log_step(run: _Run, step: int, loss: float, lr: float) -> None:

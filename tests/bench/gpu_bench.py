@@ -46,7 +46,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lib_ti.training import trainer as trainer_module  # noqa: E402
+from lib_ti.training import readback as readback_module  # noqa: E402
 from lib_ti.training.config import parse_config  # noqa: E402
 from lib_ti.training.model import TrainOptions, default_autocast, init_vectors  # noqa: E402
 from lib_ti.training.trainer import Services, diffusion_loss, train  # noqa: E402
@@ -496,9 +496,9 @@ class Bench:
         parsed = parse_config(values)
         out = tempfile.mkdtemp(dir=self.work)
         messages: list[str] = []
-        every = trainer_module.READBACK_EVERY.get("cuda")
+        every = readback_module.READBACK_EVERY.get("cuda")
         if cfg.get("sync_each_step") or cfg["builtin"]:
-            trainer_module.READBACK_EVERY["cuda"] = 1
+            readback_module.READBACK_EVERY["cuda"] = 1
         model.timer = timer
         benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark")) or benchmark
@@ -514,7 +514,7 @@ class Bench:
             model.timer = None
             torch.backends.cudnn.benchmark = benchmark
             if every is not None:
-                trainer_module.READBACK_EVERY["cuda"] = every
+                readback_module.READBACK_EVERY["cuda"] = every
             shutil.rmtree(out, ignore_errors=True)
         return result, messages
 
@@ -849,7 +849,7 @@ def main(argv=None) -> int:
         python=sys.version.split()[0],
         device=torch.cuda.get_device_name() if bench.device.type == "cuda" else "cpu (--tiny)",
         peak_stated_tflops=args.peak / 1e12,
-        readback_every=trainer_module.READBACK_EVERY.get("cuda"),
+        readback_every=readback_module.READBACK_EVERY.get("cuda"),
     )
     if bench.device.type == "cuda":
         info["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30

@@ -223,10 +223,10 @@ def test_an_unusable_run_folder_is_a_clear_message_and_nothing_is_written(tmp_pa
 def test_losses_read_back_in_batches_are_reported_in_order_and_a_nan_ends_at_the_step_before(tmp_path, monkeypatch):
     """The CUDA path (a host sync every few steps, not every step), forced on the CPU."""
     from lib_ti.embeddings.files import load_optimizer_state
-    from lib_ti.training import trainer
+    from lib_ti.training import readback
 
-    monkeypatch.setitem(trainer.READBACK_EVERY, "cpu", 4)
-    monkeypatch.setattr(trainer, "READBACK_SECONDS", 1e9)
+    monkeypatch.setitem(readback.READBACK_EVERY, "cpu", 4)
+    monkeypatch.setattr(readback, "READBACK_SECONDS", 1e9)
     model = tiny_model()
     predict, calls = model.predict, []
 
@@ -257,10 +257,10 @@ def test_losses_read_back_in_batches_are_reported_in_order_and_a_nan_ends_at_the
 
 
 def test_an_early_stop_found_in_a_batch_ends_at_its_own_step(tmp_path, monkeypatch):
-    from lib_ti.training import trainer
+    from lib_ti.training import readback
 
-    monkeypatch.setitem(trainer.READBACK_EVERY, "cpu", 7)
-    monkeypatch.setattr(trainer, "READBACK_SECONDS", 1e9)
+    monkeypatch.setitem(readback.READBACK_EVERY, "cpu", 7)
+    monkeypatch.setattr(readback, "READBACK_SECONDS", 1e9)
     model, calls = tiny_model(), []
 
     def flat(noisy, t, cond):  # a loss that cannot improve
