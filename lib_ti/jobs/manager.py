@@ -64,7 +64,11 @@ class Job:
     interrupt_requested: bool = False
 
     def to_dict(self, losses: bool = True) -> dict[str, Any]:
+        """The job as the API and the tab show it: still running until the host has finished with it too
+        (checking the weights, the grid after training), so a caller that waits for the end sees all of it."""
         data = asdict(self)
+        if data["state"] not in ACTIVE and self.finished is None:
+            data["state"] = "running"
         if not losses:
             data.pop("losses")
         return data
@@ -176,7 +180,7 @@ class JobManager:
         """Run the job to its end in this thread; every failure becomes the job's state and message."""
         with lock if lock is not None else host.gpu_lock():
             if job.interrupt_requested:
-                job.state, job.error = "interrupted", "Interrupted before it started."
+                job.state, job.error, job.finished = "interrupted", "Interrupted before it started.", time.time()
                 return job
             job.state = "running"
             try:
@@ -199,8 +203,10 @@ class JobManager:
                 log.exception("TI Trainer: training failed")
                 job.state, job.error = "failed", f"Training failed: {type(e).__name__}: {e}"
             finally:
-                job.finished = time.time()
-                host.end(job)
+                try:
+                    host.end(job)
+                finally:
+                    job.finished = time.time()
         return job
 
     def start(self, job: Job, config: TrainConfig, adapter_factory: Callable[[], ModelAdapter], host: Host) -> None:

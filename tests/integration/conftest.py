@@ -19,4 +19,7 @@ def http():
     except Exception as e:
         pytest.fail(f"TI_TRAINER_WEBUI_URL={URL} does not answer /ti-trainer/v1/version: {e}")
     session.post(f"{URL}/sdapi/v1/options", json={"ti_trainer_verify_model": True}, timeout=60).raise_for_status()
+    options = session.get(f"{URL}/sdapi/v1/options", timeout=60).json()
+    # which WebUI: Forge has forge_* settings; TI_TRAINER_WEBUI_KIND (a1111|forge) says so explicitly
+    session.kind = os.environ.get("TI_TRAINER_WEBUI_KIND") or ("forge" if "forge_preset" in options else "a1111")
     return session

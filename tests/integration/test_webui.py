@@ -1,8 +1,10 @@
-"""Against a real running A1111 WebUI with TI Trainer installed.
+"""Against a real running WebUI (A1111 v1.10 or Forge) with TI Trainer installed.
 
 Set TI_TRAINER_WEBUI_URL (e.g. http://127.0.0.1:7860, started with --api) and optionally TI_TRAINER_WEBUI_DIR (the
-WebUI's folder, to check and clean the embeddings folder) and TI_TRAINER_MODELS (comma-separated checkpoint
-titles to train on in turn, e.g. tiny-sd1.safetensors,tiny-sd2.safetensors,tiny-sdxl.safetensors).
+WebUI's folder, for its X/Y/Z plot script and, unless TI_TRAINER_WEBUI_DATA_DIR names the --data-dir, to check and
+clean the embeddings folder) and TI_TRAINER_MODELS (comma-separated checkpoint titles to train on in turn, e.g.
+tiny-sd1.safetensors,tiny-sd2.safetensors,tiny-sdxl.safetensors; for Forge e.g. sd15-random.safetensors).
+Which WebUI it is comes from its settings (Forge has forge_* options), or from TI_TRAINER_WEBUI_KIND (a1111|forge).
 """
 
 from __future__ import annotations
@@ -23,12 +25,25 @@ from helpers import make_dataset
 
 URL = os.environ.get("TI_TRAINER_WEBUI_URL", "").rstrip("/")
 WEBUI_DIR = os.environ.get("TI_TRAINER_WEBUI_DIR", "")
+DATA_DIR = os.environ.get("TI_TRAINER_WEBUI_DATA_DIR", "") or WEBUI_DIR
 MODELS = [m.strip() for m in os.environ.get("TI_TRAINER_MODELS", "").split(",") if m.strip()]
 
 pytestmark = [
     pytest.mark.webui,
     pytest.mark.skipif(not URL, reason="integration tests need a running WebUI: set TI_TRAINER_WEBUI_URL"),
 ]
+
+
+def ti_entries(kind, info):
+    """How the infotext names the embeddings a prompt used: A1111 'TI hashes: "name: hash"', Forge 'TI: name'."""
+    extra = info["extra_generation_params"]
+    if kind == "forge":
+        return set(extra.get("TI", "").split(", "))
+    return set(extra.get("TI hashes", "").split(", "))
+
+
+def ti_named(kind, infotext, token, shorthash):
+    return f"TI: {token}" in infotext if kind == "forge" else f"{token}: {shorthash}" in infotext
 
 
 def wait_for(http, job_id, timeout=900):
@@ -48,12 +63,12 @@ def load_model(http, title):
 
 def cleanup(name):
     """Remove what a test run wrote into the WebUI's folders: the embedding and the run folder."""
-    if WEBUI_DIR:
+    if DATA_DIR:
         for ext in (".safetensors", ".pt"):
-            path = os.path.join(WEBUI_DIR, "embeddings", name + ext)
+            path = os.path.join(DATA_DIR, "embeddings", name + ext)
             if os.path.exists(path):
                 os.remove(path)
-        shutil.rmtree(os.path.join(WEBUI_DIR, "outputs", "ti-trainer", name), ignore_errors=True)
+        shutil.rmtree(os.path.join(DATA_DIR, "outputs", "ti-trainer", name), ignore_errors=True)
 
 
 @pytest.mark.parametrize("model", MODELS or [None])
@@ -84,8 +99,8 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
         assert job["step"] == 4 and len(job["losses"]) == 4
         assert "Model weights verified unchanged." in job["messages"]
         assert job["final_path"].endswith(f"{token}.safetensors") and os.path.isfile(job["final_path"])
-        if WEBUI_DIR:
-            assert os.path.samefile(os.path.dirname(job["final_path"]), os.path.join(WEBUI_DIR, "embeddings"))
+        if DATA_DIR:
+            assert os.path.samefile(os.path.dirname(job["final_path"]), os.path.join(DATA_DIR, "embeddings"))
 
         keys = set(safetensors.torch.load_file(job["final_path"]))
         with safetensors.safe_open(job["final_path"], framework="pt") as f:
@@ -99,21 +114,28 @@ def test_train_then_use_in_txt2img(http, tmp_path, model):
         )
         assert listed["loaded"][token]["vectors"] == 2
 
-        result = http.post(
-            f"{URL}/sdapi/v1/txt2img",
-            json={"prompt": f"({token}:1.2) portrait, {time.time()}", "steps": 2, "width": 64, "height": 64, "seed": 1},
-            timeout=600,
-        ).json()
+        stamp = time.time()
+        without, result = [
+            http.post(
+                f"{URL}/sdapi/v1/txt2img",
+                json={"prompt": f"{prompt}portrait, {stamp}", "steps": 2, "width": 64, "height": 64, "seed": 1},
+                timeout=600,
+            ).json()
+            for prompt in ("", f"({token}:1.2) ")
+        ]
         info = json.loads(result["info"])
         with open(job["final_path"], "rb") as f:
             shorthash = hashlib.sha256(f.read()).hexdigest()[:12]
         # SDXL's two text encoders each report the embedding, so the WebUI may list it twice
-        entries = set(info["extra_generation_params"].get("TI hashes", "").split(", "))
-        assert entries == {f"{token}: {shorthash}"}, info["extra_generation_params"]
-        assert f'TI hashes: "{token}: {shorthash}' in info["infotexts"][0]
+        expected = {token} if http.kind == "forge" else {f"{token}: {shorthash}"}
+        assert ti_entries(http.kind, info) == expected, info["extra_generation_params"]
+        assert ti_entries(http.kind, json.loads(without["info"])) == {""}, "the embedding is named only where used"
+        quoted = f"TI: {token}" if http.kind == "forge" else f'TI hashes: "{token}: {shorthash}'
+        assert quoted in info["infotexts"][0]
         from PIL import Image
 
         assert Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).size == (64, 64)
+        assert result["images"][0] != without["images"][0], "the embedding changes the picture"
     finally:
         cleanup(token)
 
@@ -160,6 +182,7 @@ def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
     token = f"tires{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
     body = {"train_data_dir": data, "token_string": token, "resolution": 64, "save_every_n_steps": 0}
+    steps = 30 if http.kind == "forge" else 150  # Forge runs full-size models: a few seconds a step on a CPU
     try:
         first = wait_for(
             http, http.post(f"{URL}/ti-trainer/v1/train", json={**body, "max_train_steps": 2}).json()["job_id"]
@@ -167,7 +190,7 @@ def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
         assert first["state"] == "done"
         second = http.post(
             f"{URL}/ti-trainer/v1/train",
-            json={**body, "max_train_steps": 150, "weights": first["final_path"], "overwrite": True},
+            json={**body, "max_train_steps": steps, "weights": first["final_path"], "overwrite": True},
         ).json()
         # txt2img goes through the same GPU queue: it answers only once the training has let go of it
         http.post(
@@ -176,7 +199,7 @@ def test_resume_continues_and_txt2img_waits_for_training(http, tmp_path):
             timeout=600,
         ).raise_for_status()
         job = http.get(f"{URL}/ti-trainer/v1/jobs/{second['job_id']}").json()
-        assert job["state"] == "done" and job["step"] == 150
+        assert job["state"] == "done" and job["step"] == steps
         assert job["losses"][0][0] == 3, "the step count continues from the resumed embedding"
         assert any("Loaded the optimizer state" in m for m in job["messages"]), job["messages"]
     finally:
@@ -230,7 +253,7 @@ def test_grid_after_training(http, tmp_path):
         assert len(grid["cells"]) == 6 and all("Seed: 11" in c["infotext"] for c in grid["cells"])
         final = next(c for c in grid["cells"] if c["checkpoint"] == "final" and c["strength"] == "1.2")
         with open(job["final_path"], "rb") as f:
-            assert f"{token}: {hashlib.sha256(f.read()).hexdigest()[:12]}" in final["infotext"]
+            assert ti_named(http.kind, final["infotext"], token, hashlib.sha256(f.read()).hexdigest()[:12])
         early = next(c for c in grid["cells"] if c["checkpoint"] == "3" and c["strength"] == "1.2")
         assert early["prompt"] == final["prompt"].replace(f"({token}:", f"({token}-3:")  # names the checkpoint
         assert Image.open(early["path"]).tobytes() != Image.open(final["path"]).tobytes()
@@ -402,6 +425,8 @@ def test_files_the_webui_reads_are_inspected_and_converted(http, tmp_path):
     damaged and code-carrying files each get their own message, and the code never runs."""
     import torch
 
+    if http.kind == "forge":
+        pytest.skip("Forge removed the WebUI's training, /sdapi/v1/create/embedding too, which makes the 2022 file")
     load_model(http, MODELS[0] if MODELS else None)
     token = f"tiold{int(time.time() * 1000) % 10**8}"
     try:
@@ -436,8 +461,8 @@ def test_files_the_webui_reads_are_inspected_and_converted(http, tmp_path):
         converted = http.post(f"{URL}/ti-trainer/v1/convert", json={"path": str(tmp_path / "old.pt")})
         assert converted.status_code == 200 and converted.json()["name"] == token, converted.text
         assert token in http.get(f"{URL}/sdapi/v1/embeddings").json()["loaded"]
-        if WEBUI_DIR:
-            saved = safetensors.torch.load_file(os.path.join(WEBUI_DIR, "embeddings", token + ".safetensors"))
+        if DATA_DIR:
+            saved = safetensors.torch.load_file(os.path.join(DATA_DIR, "embeddings", token + ".safetensors"))
             assert torch.equal(saved["emb_params"], vectors)
     finally:
         cleanup(token)

@@ -69,6 +69,30 @@ def test_train_returns_a_job_id_at_once_and_the_job_finishes(api):
     assert api.get("/ti-trainer/v1/jobs/current").json()["id"] == body["job_id"]
 
 
+def test_the_job_is_done_only_when_the_host_has_finished_with_it(api):
+    """A slow end (hashing a full-size model's weights, the grid after training) belongs to the job: a caller that
+    waits for "done" must see its messages."""
+    import threading
+
+    release = threading.Event()
+
+    def slow_end(job):
+        release.wait(30)
+        job.messages.append("Model weights verified unchanged.")
+
+    api.host.end = slow_end
+    body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 1, "save_every_n_steps": 0}
+    job_id = api.post("/ti-trainer/v1/train", json=body).json()["job_id"]
+    deadline = time.time() + 60
+    while api.manager.jobs[job_id].state in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.05)
+    assert api.manager.jobs[job_id].state == "done"  # training itself is over, the host is not
+    assert api.get(f"/ti-trainer/v1/jobs/{job_id}").json()["state"] == "running"
+    release.set()
+    job = wait(api, job_id)
+    assert job["state"] == "done" and "Model weights verified unchanged." in job["messages"]
+
+
 @pytest.mark.parametrize(
     "payload,needle",
     [

@@ -38,7 +38,36 @@ def test_core_covers_every_folder():
 def test_webui_kind_without_forge_is_a1111(monkeypatch):
     hosts = importlib.import_module("lib_ti.hosts")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "modules_forge" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "modules_forge" else real(name, *a)
+    )
     assert hosts.webui_kind() == "a1111"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     assert hosts.webui_kind() == "forge"
+
+
+def test_every_webui_package_exports_the_same_names():
+    """The glue in scripts/ uses one surface whichever WebUI runs; read from the source (the packages need a WebUI)."""
+    import ast
+    import os
+
+    def exported(kind: str) -> set[str]:
+        path = os.path.join(os.path.dirname(lib_ti.__file__), "hosts", kind, "__init__.py")
+        names = set()
+        for node in ast.parse(open(path, encoding="utf-8").read()).body:
+            if isinstance(node, ast.ImportFrom):
+                names |= {a.asname for a in node.names if a.asname}
+                names |= {a.name for a in node.names if a.name == "WebUIModel"}
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    elts = target.elts if isinstance(target, ast.Tuple) else [target]
+                    names |= {e.id for e in elts}
+        return names
+
+    expected = {
+        "NAME", "WebUIHost", "WebUIInspection", "WebUIModel", "add_xyz_axes", "existing_embedding_names",
+        "grid_after_training", "reload_embeddings", "run_grid_queued", "txt2img_defaults", "bitsandbytes_available",
+        "known_sampler", "sampler_names", "usable_embedding_names", "resolve_prompt_aliases",
+    }  # fmt: skip
+    assert exported("a1111") == expected
+    assert exported("forge") == expected

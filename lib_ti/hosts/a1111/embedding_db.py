@@ -1,4 +1,5 @@
-"""The WebUI's embedding database: what it has loaded, reloading it, and vectors that live only in memory."""
+"""A1111's embedding database (``sd_hijack.model_hijack.embedding_db``): what it has loaded, reloading it, and
+vectors that live only in memory. The functions of ``lib_ti.hosts.common.store.EmbeddingStore``."""
 
 from __future__ import annotations
 
@@ -7,20 +8,13 @@ import os
 
 import torch
 
-from modules import devices, processing, sd_hijack, shared
+from modules import devices, sd_hijack, shared
 from modules.textual_inversion.textual_inversion import Embedding
 
 from lib_ti.errors import UserError
+from lib_ti.hosts.common.store import StoredEmbedding, clear_conditioning_cache, not_usable
 
 log = logging.getLogger(__name__)
-
-
-def clear_conditioning_cache() -> None:
-    """The WebUI caches conditioning by prompt text, not by vectors: clear it whenever the vectors change."""
-    processing.StableDiffusionProcessing.cached_c = [None, None]
-    processing.StableDiffusionProcessing.cached_uc = [None, None]
-    processing.StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
-    processing.StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
 
 
 def reload_embeddings() -> None:
@@ -42,19 +36,38 @@ def embeddings_dir() -> str:
     return shared.cmd_opts.embeddings_dir
 
 
-def embedding_record(name: str):
+def _loaded(name: str):
     """The WebUI's loaded Embedding of that name, or a message saying why it cannot be tested."""
     db = sd_hijack.model_hijack.embedding_db
     existing_embedding_names()
     if name in db.word_embeddings:
         return db.word_embeddings[name]
-    if name in db.skipped_embeddings:
-        skipped = db.skipped_embeddings[name]
-        raise UserError(
-            f"The embedding {name!r} does not fit the loaded model: its vectors are {skipped.shape} wide, "
-            f"the model needs {db.expected_shape} (an SD1 embedding does not work on SDXL, and so on)."
-        )
-    raise UserError(f"Unknown embedding {name!r}. Known: {', '.join(sorted(db.word_embeddings)) or 'none'}.")
+    raise not_usable(name, db.skipped_embeddings.get(name), db.expected_shape, db.word_embeddings)
+
+
+def embedding_record(name: str) -> StoredEmbedding:
+    record = _loaded(name)
+    vec = record.vec if isinstance(record.vec, dict) else {"clip_l": record.vec}
+    vectors = {k: v.detach().float().cpu() for k, v in vec.items()}
+    return StoredEmbedding(name, vectors, record.filename or "", record.shorthash or "", record.step)
+
+
+def embedding_file(name: str) -> str:
+    """The file of a loaded or skipped embedding (the inspector reads both)."""
+    db = sd_hijack.model_hijack.embedding_db
+    existing_embedding_names()
+    record = db.word_embeddings.get(name) or db.skipped_embeddings.get(name)
+    if record is None or not record.filename:
+        raise UserError(f"Unknown embedding {name!r}.")
+    return record.filename
+
+
+def usable_embedding_names() -> list[str]:
+    """Embeddings the loaded model can use (the WebUI skips those made for another model's width)."""
+    db = sd_hijack.model_hijack.embedding_db
+    if shared.sd_model is not None:
+        db.load_textual_inversion_embeddings()
+    return sorted(db.word_embeddings)
 
 
 def make_embedding(name: str, vec, vectors: dict[str, torch.Tensor], shorthash: str | None = None) -> Embedding:

@@ -7,26 +7,26 @@ embedding database for the run: training sees prompts exactly as txt2img will.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from contextlib import closing
 from typing import Iterator
 
 import torch
 from PIL import Image
-from torch.utils.checkpoint import checkpoint
 
-from modules import devices, processing, prompt_parser, sd_hijack, shared
+from modules import devices, prompt_parser, sd_hijack, shared
 
 from lib_ti.errors import UserError
-from lib_ti.hosts.a1111.grid import sampler_fields
-from lib_ti.hosts.a1111.embedding_db import (
-    clear_conditioning_cache,
-    make_embedding,
-    reload_embeddings,
-    route_name,
-    routed,
-)
+from lib_ti.hosts.a1111.embedding_db import make_embedding, reload_embeddings, route_name, routed
+from lib_ti.hosts.common.store import clear_conditioning_cache
+from lib_ti.hosts.common.training import block_classes, checkpointing, weights_digest
+from lib_ti.hosts.common.txt2img import preview_images
 from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
+
+UNET_MODULES = (
+    "ldm.modules.attention",
+    "ldm.modules.diffusionmodules.openaimodel",
+    "sgm.modules.attention",
+    "sgm.modules.diffusionmodules.openaimodel",
+)
 
 
 def _family(model) -> str:
@@ -123,7 +123,7 @@ class WebUIModel:
             self._route = (token, embedding)
             clear_conditioning_cache()
             with (
-                _checkpointing(options.gradient_checkpointing),
+                checkpointing(options.gradient_checkpointing, block_classes(UNET_MODULES)),
                 _sdp_attention(),
                 _vae_offloaded(self.m, options),
                 torch.inference_mode(False),
@@ -163,54 +163,34 @@ class WebUIModel:
         size: tuple[int, int],
         options: list[SampleOptions] | None = None,
     ) -> list[Image.Image]:
-        """Previews through the WebUI's own txt2img, leaving the progress counters as they were; ``options``
+        """Previews through the WebUI's own txt2img (the VAE comes back for them if it was offloaded); ``options``
         (kohya's prompt line options) set each preview's negative prompt, size, seed, steps and CFG scale."""
-        state = shared.state
-        saved = (state.job, state.job_no, state.job_count, state.textinfo)
-        images = []
         vae = getattr(self.m, "first_stage_model", None)
         vae_away = vae is not None and next(vae.parameters()).device != devices.device  # offloaded while training
         if vae_away:
             vae.to(devices.device)
         self._keep_routed()
         try:
-            for i, prompt in enumerate(prompts):
-                if state.interrupted:
-                    break
-                o = options[i] if options else SampleOptions()
-                extra = {"cfg_scale": o.cfg_scale} if o.cfg_scale is not None else {}
-                clear_conditioning_cache()
-                p = processing.StableDiffusionProcessingTxt2Img(
-                    sd_model=self.m,
-                    prompt=prompt,
-                    negative_prompt=o.negative_prompt,
-                    **sampler_fields(""),
-                    seed=seed if o.seed is None else o.seed,
-                    steps=o.steps or steps,
-                    width=o.width or size[1],
-                    height=o.height or size[0],
-                    **extra,
-                    do_not_save_grid=True,
-                    do_not_save_samples=True,
-                    do_not_reload_embeddings=True,
-                )
-                with closing(p):
-                    processed = processing.process_images(p)
-                images += processed.images[:1]  # its info["parameters"] holds the infotext, for the PNG
+            return preview_images(self.m, prompts, seed, steps, size, options)
         finally:
-            state.job, state.job_no, state.job_count, state.textinfo = saved
-            clear_conditioning_cache()
             if vae_away:
                 vae.to(devices.cpu)
-        return images
 
     def weights_digest(self) -> str:
         """A hash of every weight, to show that training left the model unchanged."""
-        h = hashlib.sha256()
-        for name, tensor in sorted(self.m.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:16]
+        return weights_digest(self.m.state_dict().items())
+
+    def token_tables(self) -> dict[str, torch.Tensor]:
+        """Each text encoder's input embedding table, for the inspector."""
+        return {key: layer.wrapped.weight.detach().float().cpu() for key, (_, layer) in self.encoders.items()}
+
+    def spell(self, token_id: int) -> str:
+        wrapper = next(iter(self.encoders.values()))[0]
+        tokenizer = getattr(wrapper, "tokenizer", None) or getattr(wrapper.wrapped, "tokenizer", None)
+        if hasattr(tokenizer, "convert_ids_to_tokens"):
+            return str(tokenizer.convert_ids_to_tokens(token_id)).replace("</w>", "")
+        decoder = getattr(tokenizer, "decoder", {})
+        return str(decoder.get(token_id, token_id)).replace("</w>", "")
 
 
 @contextlib.contextmanager
@@ -242,30 +222,3 @@ def _sdp_attention() -> Iterator[None]:
         yield
     finally:
         sd_hijack.model_hijack.apply_optimizations()
-
-
-@contextlib.contextmanager
-def _checkpointing(enabled: bool) -> Iterator[None]:
-    """Recompute block activations in backward: less memory, more compute. Only when asked."""
-    if not enabled:
-        yield
-        return
-    classes = []
-    for module_name in (
-        "ldm.modules.attention",
-        "ldm.modules.diffusionmodules.openaimodel",
-        "sgm.modules.attention",
-        "sgm.modules.diffusionmodules.openaimodel",
-    ):
-        module = __import__(module_name, fromlist=["_"])
-        for cls_name in ("BasicTransformerBlock", "ResBlock"):
-            cls = getattr(module, cls_name, None)
-            if cls is not None and hasattr(cls, "_forward"):
-                classes.append((cls, cls.forward))
-    try:
-        for cls, _ in classes:
-            cls.forward = lambda self, *args, **kwargs: checkpoint(self._forward, *args, use_reentrant=False, **kwargs)
-        yield
-    finally:
-        for cls, forward in classes:
-            cls.forward = forward

@@ -8,22 +8,26 @@ import os
 from modules import shared
 
 from lib_ti.errors import UserError
-from lib_ti.hosts.a1111.embedding_db import embeddings_dir, existing_embedding_names, reload_embeddings
-from lib_ti.hosts.a1111.grid import grid_after_training
-from lib_ti.hosts.a1111.model import WebUIModel
+from lib_ti.hosts.common.grid import grid_after_training
+from lib_ti.hosts.common.store import EmbeddingStore
+
 
 class WebUIHost:
     """``lib_ti.jobs.manager.Host`` on the WebUI: its GPU queue, folders, progress bar and Interrupt button.
 
     ``owns_state`` is True for API jobs; the tab's jobs run inside ``wrap_gradio_gpu_call``, which already
-    holds the queue lock and begins and ends ``shared.state``.
+    holds the queue lock and begins and ends ``shared.state``. Each WebUI package subclasses it with its
+    embedding database (``store``) and its model adapter (``model_class``).
     """
+
+    store: EmbeddingStore
+    model_class: type
 
     def __init__(self, owns_state: bool):
         self.owns_state = owns_state
 
     def embeddings_dir(self) -> str:
-        return embeddings_dir()
+        return self.store.embeddings_dir()
 
     def run_root(self) -> str:
         from modules import paths
@@ -32,7 +36,7 @@ class WebUIHost:
         return folder if os.path.isabs(folder) else os.path.join(paths.data_path, folder)
 
     def existing_names(self) -> set[str]:
-        return existing_embedding_names()
+        return self.store.existing_embedding_names()
 
     def gpu_lock(self):
         from modules import call_queue
@@ -45,7 +49,7 @@ class WebUIHost:
         shared.state.job = "ti-trainer"
         shared.state.job_count = job.max_steps
         shared.state.textinfo = "Preparing the dataset…"
-        self._digest = WebUIModel().weights_digest() if shared.opts.data.get("ti_trainer_verify_model") else None
+        self._digest = self.model_class().weights_digest() if shared.opts.data.get("ti_trainer_verify_model") else None
 
     def progress(self, job, record) -> None:
         shared.state.job_no, shared.state.job_count = record.step, record.max_steps
@@ -59,9 +63,9 @@ class WebUIHost:
         return bool(shared.state.interrupted)
 
     def end(self, job) -> None:
-        reload_embeddings()
+        self.store.reload_embeddings()
         if getattr(self, "_digest", None) and shared.sd_model is not None:
-            same = WebUIModel().weights_digest() == self._digest
+            same = self.model_class().weights_digest() == self._digest
             job.messages.append(
                 "Model weights verified unchanged." if same else "WARNING: the model's weights changed!"
             )
@@ -73,9 +77,9 @@ class WebUIHost:
     def _grid_after(self, job) -> None:
         """The optional test grid when training ends, so it is there when the user returns."""
         try:
-            paths = grid_after_training(job.final_path, self.run_root(), "", owns_state=False)  # our queue slot
+            paths = grid_after_training(
+                self.store, job.final_path, self.run_root(), "", owns_state=False
+            )  # our queue slot
             job.messages.append("Test grid saved: " + ", ".join(paths))
         except UserError as e:
             job.messages.append(f"No test grid: {e}")
-
-

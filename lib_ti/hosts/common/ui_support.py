@@ -1,18 +1,11 @@
-"""What the tab asks of the WebUI beyond training: usable embeddings, its samplers, whether 8-bit AdamW exists."""
+"""What the tab asks of the WebUI beyond training, the same in both WebUIs: its samplers, whether 8-bit AdamW
+exists. (Usable embeddings come from each WebUI's embedding database.)"""
 
 from __future__ import annotations
 
 import importlib.util
 
-from modules import sd_hijack, sd_samplers, sd_schedulers, shared
-
-
-def usable_embedding_names() -> list[str]:
-    """Embeddings the loaded model can use (the WebUI skips those made for another model's width)."""
-    db = sd_hijack.model_hijack.embedding_db
-    if shared.sd_model is not None:
-        db.load_textual_inversion_embeddings()
-    return sorted(db.word_embeddings)
+from modules import sd_samplers, sd_schedulers
 
 
 def sampler_names() -> list[str]:

@@ -1,10 +1,11 @@
-"""The X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint'."""
+"""The X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint' (the plot script is the same in both WebUIs)."""
 
 from __future__ import annotations
 
-from lib_ti.hosts.a1111.embedding_db import existing_embedding_names
-from lib_ti.hosts.a1111.grid import WebUIGridBackend
-from lib_ti.hosts.a1111.host import WebUIHost
+import functools
+
+from lib_ti.hosts.common.grid import run_dir_of
+from lib_ti.hosts.common.store import EmbeddingStore
 
 
 def find_xyz_module():
@@ -19,30 +20,34 @@ def find_xyz_module():
     return None
 
 
-def xyz_apply_strength(p, x, xs) -> None:
-    from lib_ti.grid.plan import names_in_prompt, reweight
+def _names_in(store: EmbeddingStore, prompt: str) -> list[str]:
+    from lib_ti.grid.plan import names_in_prompt
 
-    names = names_in_prompt(p.prompt, sorted(existing_embedding_names(), key=len, reverse=True))
+    return names_in_prompt(prompt, sorted(store.existing_embedding_names(), key=len, reverse=True))
+
+
+def xyz_apply_strength(store: EmbeddingStore, p, x, xs) -> None:
+    from lib_ti.grid.plan import reweight
+
+    names = _names_in(store, p.prompt)
     if not names:
         raise RuntimeError("TI: strength found no embedding in the prompt.")
     for name in names:
         p.prompt = reweight(p.prompt, name, float(x))
 
 
-def xyz_apply_checkpoint(p, x, xs) -> None:
+def xyz_apply_checkpoint(store: EmbeddingStore, run_root, p, x, xs) -> None:
     """Use the embedding's checkpoint at step x: the prompt names it '<name>-<step>', which TI Trainer resolves
     in every generation (so the cell's infotext reproduces it too)."""
     from lib_ti.grid.aliases import alias
-    from lib_ti.grid.plan import names_in_prompt, rename
+    from lib_ti.grid.plan import rename
     from lib_ti.training.paths import list_checkpoints
 
     label = str(x).strip()
     if label.lower() == "final":
         return
-    names = names_in_prompt(p.prompt, sorted(existing_embedding_names(), key=len, reverse=True))
-    host = WebUIHost(owns_state=False)
-    for name in names:
-        run_dir = WebUIGridBackend.run_dir_of(name, host.run_root())
+    for name in _names_in(store, p.prompt):
+        run_dir = run_dir_of(store, name, run_root())
         found = dict(list_checkpoints(run_dir, name))
         if not label.isdigit() or int(label) not in found:
             raise RuntimeError(
@@ -52,8 +57,10 @@ def xyz_apply_checkpoint(p, x, xs) -> None:
         p.prompt = rename(p.prompt, name, alias(name, label))
 
 
-def add_xyz_axes() -> str:
-    """Add 'TI: strength' and 'TI: checkpoint' to the X/Y/Z plot; says what happened, for the log."""
+def add_xyz_axes(store: EmbeddingStore, run_root) -> str:
+    """Add 'TI: strength' and 'TI: checkpoint' to the X/Y/Z plot; says what happened, for the log.
+
+    ``run_root()`` gives the folder of runs, read when the axis is used (the setting may change)."""
     module = find_xyz_module()
     if module is None:
         return "TI Trainer: the X/Y/Z plot script was not found (or has changed); its TI axes are skipped."
@@ -61,8 +68,8 @@ def add_xyz_axes() -> str:
         return "TI Trainer: X/Y/Z axes already added."
     module.axis_options.extend(
         [
-            module.AxisOption("TI: strength", float, xyz_apply_strength),
-            module.AxisOption("TI: checkpoint", str, xyz_apply_checkpoint),
+            module.AxisOption("TI: strength", float, functools.partial(xyz_apply_strength, store)),
+            module.AxisOption("TI: checkpoint", str, functools.partial(xyz_apply_checkpoint, store, run_root)),
         ]
     )
     return "TI Trainer: added X/Y/Z plot axes 'TI: strength' and 'TI: checkpoint'."

@@ -1,0 +1,21 @@
+"""Stable Diffusion WebUI Forge (main branch): the adapters the library's core asks for, on ``modules`` and
+Forge's ``backend``.
+
+The names below are the same surface every WebUI package exports. What differs from A1111 lives here: the model
+adapter (Forge's diffusion engines), the embedding databases (one per text engine), making the model trainable.
+"""
+
+from lib_ti.hosts.common.surface import bind
+from lib_ti.hosts.common.txt2img import txt2img_defaults as txt2img_defaults
+from lib_ti.hosts.common.ui_support import bitsandbytes_available as bitsandbytes_available
+from lib_ti.hosts.common.ui_support import known_sampler as known_sampler
+from lib_ti.hosts.common.ui_support import sampler_names as sampler_names
+from lib_ti.hosts.forge import embedding_db
+from lib_ti.hosts.forge.embedding_db import existing_embedding_names as existing_embedding_names
+from lib_ti.hosts.forge.embedding_db import reload_embeddings as reload_embeddings
+from lib_ti.hosts.forge.embedding_db import resolve_prompt_aliases as resolve_prompt_aliases
+from lib_ti.hosts.forge.embedding_db import usable_embedding_names as usable_embedding_names
+from lib_ti.hosts.forge.model import WebUIModel
+
+NAME = "Forge"
+WebUIHost, WebUIInspection, grid_after_training, run_grid_queued, add_xyz_axes = bind(embedding_db, WebUIModel)
