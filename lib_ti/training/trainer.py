@@ -158,6 +158,7 @@ def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
     length = resolve_length(config, plan)
     config, length_notes = apply_length(config, length)
     run.config, run.steps_per_epoch = config, length.steps_per_epoch
+    started = time.perf_counter()
     dataset = load_planned(plan)
     for note in notes + dataset.notes + length_notes:
         run.say(note)
@@ -165,7 +166,13 @@ def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
         f"{len(dataset.items)} image(s), {plan.images_with_repeats} with repeats, at {resolution} px, seed {seed}, "
         f"{adapter.family} model {adapter.model_name}. Length: {length.explanation}"
     )
+    read = time.perf_counter()
     cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
+    count = sum(len(z) for z in cache.latents)
+    run.say(  # the time before the first step: on a CPU the VAE's encoding is most of it
+        f"Images read in {read - started:.1f} s; {count} latent(s) encoded once with the VAE in "
+        f"{time.perf_counter() - read:.1f} s ({adapter.device.type})."
+    )
     return cache, [spec.batch_size for spec in plan.specs]
 
 
@@ -250,7 +257,8 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
             end = steps.read()
             if end:
                 return end
-    return "done", f"Trained {run.config.token_string!r} to step {run.step}."
+    took = time.time() - steps.started
+    return "done", f"Trained {run.config.token_string!r} to step {run.step} in {took:.1f} s of steps."
 
 
 def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[torch.Tensor, str]:

@@ -8,6 +8,10 @@ a short and a long training several times, alternating the trainers, and takes s
 WebUI process's peak RSS during each run (CPU; reset through /proc/PID/clear_refs) — run the WebUI on this machine.
 It also prints each trainer's mean loss over the last steps of a long run from the same start. Prints a table,
 asserts nothing.
+
+Also printed: each run pair's own s/step (the spread; the machine may be shared), a whole long run's time with
+preparation included and the ratio of those, and with --webui-dir the FLOPs of one step (counted on SD1.5, see
+step_flops.py) over s/step as a share of this CPU's fp32 matmul peak.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import statistics
 import time
 
 import requests
+
+from step_flops import matmul_peak, step_flops
 
 
 def webui_pid(port: int) -> int:
@@ -154,14 +160,37 @@ def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
                     tail = losses[-max(1, len(losses) // 4) :]
                     tail_loss[trainer].append(statistics.mean(tail))
     out = {}
+    extra = args.long - args.short
     for trainer in times:
         per_step = statistics.median(times[trainer][args.long]) - statistics.median(times[trainer][args.short])
+        each = [(b - a) / extra for a, b in zip(times[trainer][args.short], times[trainer][args.long])]
         out[trainer] = {
-            "s_step": per_step / (args.long - args.short),
+            "s_step": per_step / extra,
+            "spread": (min(each), max(each)),  # each run pair's own estimate
+            "whole": statistics.median(times[trainer][args.long]),  # a whole long run, preparation included
             "peak": max(peaks[trainer]),
             "loss": statistics.mean(tail_loss[trainer]) if tail_loss[trainer] else float("nan"),
         }
     return out
+
+
+def print_size(size: int, result: dict, flops: dict | None, peak: float) -> None:
+    """One size's rows: s/step (with the spread over run pairs), whole long run, peak RSS, loss, % of fp32 peak."""
+    for trainer, r in result.items():
+        low, high = r["spread"]
+        used = f"{flops[trainer] / r['s_step'] / peak * 100:>6.1f}" if flops else "     -"
+        print(
+            f"{size:>6} {trainer:>11} {r['s_step']:>8.3f} {low:>7.3f}-{high:<7.3f} {r['whole']:>8.1f} "
+            f"{r['peak']:>12.0f} {r['loss']:>10.4f} {used}"
+        )
+    per_step = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
+    whole = result["built-in"]["whole"] / result["TI Trainer"]["whole"]
+    print(f"{size:>6} {'speed-up':>11} {per_step:>7.2f}x {'':>15} {whole:>7.2f}x")
+    if flops:
+        print(
+            f"{size:>6} FLOPs/step: TI Trainer {flops['TI Trainer'] / 1e12:.3f} T, built-in "
+            f"{flops['built-in'] / 1e12:.3f} T (UNet forward {flops['forward'] / 1e12:.3f} T)"
+        )
 
 
 def main() -> None:
@@ -173,6 +202,9 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=60)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", default="/tmp/ti-trainer-bench")
+    parser.add_argument(
+        "--webui-dir", help="count SD1.5 FLOPs per step with this WebUI's ldm code (step_flops.py); SD1.5 only"
+    )
     args = parser.parse_args()
     args.url = args.url.rstrip("/")
     pid = webui_pid(int(args.url.rsplit(":", 1)[1].split("/")[0]))
@@ -181,13 +213,17 @@ def main() -> None:
     # the built-in trainer writes its loss log only every N steps (500 by default): every step, for the comparison
     requests.post(f"{args.url}/sdapi/v1/options", json={"training_write_csv_every": 1}).raise_for_status()
     print(f"model {model}, WebUI pid {pid}, steps {args.short}->{args.long}, {args.runs} runs each, batch 1, fp32")
-    print(f"{'size':>6} {'trainer':>11} {'s/step':>8} {'peak RSS MB':>12} {'tail loss':>10}")
+    peak = 0.0
+    if args.webui_dir:
+        peak = matmul_peak()
+        print(f"fp32 matmul peak (2048², best of 3 s): {peak / 1e9:.1f} GFLOP/s on {os.cpu_count()} CPU(s)")
+    print(
+        f"{'size':>6} {'trainer':>11} {'s/step':>8} {'spread':>15} {'whole s':>8} {'peak RSS MB':>12} "
+        f"{'tail loss':>10} {'% peak':>6}"
+    )
     for size in args.size:
-        result = measure(args, pid, size)
-        for trainer, r in result.items():
-            print(f"{size:>6} {trainer:>11} {r['s_step']:>8.4f} {r['peak']:>12.0f} {r['loss']:>10.4f}")
-        ratio = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
-        print(f"{size:>6} {'speed-up':>11} {ratio:>7.2f}x")
+        flops = step_flops(args.webui_dir, size) if args.webui_dir else None
+        print_size(size, measure(args, pid, size), flops, peak)
     requests.post(
         f"{args.url}/sdapi/v1/options", json={"training_write_csv_every": options.get("training_write_csv_every", 500)}
     )

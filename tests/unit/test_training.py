@@ -292,3 +292,13 @@ def test_optimizer_state_saved_with_fused_adamw_resumes_on_the_cpu():
     assert fresh.param_groups[0]["lr"] == 1e-3
     fresh.step()  # fails with fused=True on CPU tensors in torch < 2.4
     assert int(fresh.state[vector]["step"]) == 2
+
+
+def test_a_run_says_what_its_preparation_and_its_steps_cost(tmp_path):
+    messages = []
+    result = run(tmp_path, tiny_model(), Services(message=messages.append), max_train_steps=2, flip_aug=True)
+    assert result.state == "done"
+    encoded = [m for m in messages if "encoded once with the VAE" in m]
+    assert len(encoded) == 1 and encoded[0].startswith("Images read in ")
+    assert " 8 latent(s) " in encoded[0]  # the helper's 4 images, each also flipped
+    assert "s of steps." in result.message
