@@ -138,6 +138,9 @@ def run_ours(url: str, data: str, size: int, steps: int) -> tuple[float, list[fl
     elapsed = time.perf_counter() - start
     if job["state"] != "done":
         raise SystemExit(f"TI Trainer failed: {job['error']}")
+    for message in job.get("messages", []):  # where its time went before the first step, and in the steps
+        if "encoded once with the VAE" in message or "s of steps" in message:
+            print(f"    TI Trainer, {steps} steps, {elapsed:.1f} s in all: {message}", flush=True)
     return elapsed, [loss for _, loss in job["losses"]]
 
 
