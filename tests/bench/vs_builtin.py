@@ -51,12 +51,16 @@ def reset_peak(pid: int) -> None:
         f.write("5")
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM:") -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    return peak_rss_mb(pid, "VmRSS:")
 
 
 def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tuple[float, list[float]]:
@@ -147,11 +151,13 @@ def run_ours(url: str, data: str, size: int, steps: int) -> tuple[float, list[fl
 def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
     times = {t: {n: [] for n in (args.short, args.long)} for t in ("built-in", "TI Trainer")}
     peaks = {t: [] for t in times}
+    before = {t: [] for t in times}
     tail_loss = {t: [] for t in times}
     log_dir = os.path.join(args.work, "builtin-logs")
     for _ in range(args.runs):
         for steps in (args.short, args.long):
-            for trainer in ("built-in", "TI Trainer"):
+            for trainer in ("TI Trainer", "built-in"):  # ours first: its first peak is not on top of the built-in's
+                before[trainer].append(rss_mb(pid))  # the built-in leaves the UNet's weight gradients allocated
                 reset_peak(pid)
                 if trainer == "built-in":
                     elapsed, losses = run_builtin(args.url, args.data, size, steps, log_dir)
@@ -172,6 +178,7 @@ def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
             "spread": (min(each), max(each)),  # each run pair's own estimate
             "whole": statistics.median(times[trainer][args.long]),  # a whole long run, preparation included
             "peak": max(peaks[trainer]),
+            "first": (before[trainer][0], peaks[trainer][0]),  # RSS before and peak during its first run
             "loss": statistics.mean(tail_loss[trainer]) if tail_loss[trainer] else float("nan"),
         }
     return out
@@ -186,6 +193,8 @@ def print_size(size: int, result: dict, flops: dict | None, peak: float) -> None
             f"{size:>6} {trainer:>11} {r['s_step']:>8.3f} {low:>7.3f}-{high:<7.3f} {r['whole']:>8.1f} "
             f"{r['peak']:>12.0f} {r['loss']:>10.4f} {used}"
         )
+    for trainer, r in result.items():
+        print(f"{size:>6} {trainer:>11} first run: RSS {r['first'][0]:.0f} MB before, peak {r['first'][1]:.0f} MB")
     per_step = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
     whole = result["built-in"]["whole"] / result["TI Trainer"]["whole"]
     print(f"{size:>6} {'speed-up':>11} {per_step:>7.2f}x {'':>15} {whole:>7.2f}x")
