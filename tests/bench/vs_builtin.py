@@ -69,6 +69,11 @@ def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tup
         f"{url}/sdapi/v1/create/embedding",
         json={"name": name, "num_vectors_per_token": 1, "init_text": "painting", "overwrite_old": True},
     ).raise_for_status()
+    # the built-in trains the embedding object the WebUI holds, whose step survives an overwrite of the file unless
+    # the list is reloaded: without this a shorter run after a longer one returns at once, having trained nothing
+    requests.post(f"{url}/sdapi/v1/refresh-embeddings").raise_for_status()
+    for old in glob.glob(os.path.join(log_dir, "*", name, "textual_inversion_loss.csv")):
+        os.remove(old)  # it appends; each run's own losses show how many steps it really trained
     body = {
         "id_task": "bench",
         "embedding_name": name,
@@ -112,6 +117,8 @@ def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tup
     for path in glob.glob(os.path.join(log_dir, "*", name, "textual_inversion_loss.csv")):
         with open(path) as f:
             losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    if len(losses) != steps:
+        raise SystemExit(f"the built-in trainer ran {len(losses)} step(s), not {steps}: its timing would be wrong")
     return elapsed, losses
 
 
