@@ -22,7 +22,7 @@ function ti_trainer_refresh_loss() {
     img.onload = function() {
         holder.replaceChildren(img);
     };
-    img.src = './ti-trainer/v1/jobs/current/loss.svg?t=' + Date.now();
+    img.src = './ti-trainer/ui/jobs/current/loss.svg?t=' + Date.now();
 }
 
 function ti_trainer_grid_start() {

@@ -6,11 +6,11 @@ from modules import call_queue, infotext_utils, script_callbacks, shared
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import hosts
-from lib_ti.api.routes import basic_auth, create_router
-from lib_ti.jobs.queue import BatchQueue, job_runner
+from lib_ti.api.access import access_from_cmd_opts, api_dependencies
+from lib_ti.api.routes import create_router, create_ui_router
+from lib_ti.jobs.runtime import runtime
 from lib_ti.training.config import TrainConfig
 from lib_ti.ui.form import config_to_values
-from lib_ti.jobs.manager import JobManager
 from lib_ti.ui.tab import TabActions, build_tab
 from lib_ti.ui.queue_section import QueueActions
 from lib_ti.ui.grid_section import GridActions
@@ -18,15 +18,8 @@ from lib_ti.ui.inspect_section import InspectActions
 
 webui = hosts.detect()
 SECTION = ("ti_trainer", "TI Trainer")
-manager = JobManager()
-api_host = webui.WebUIHost(owns_state=True)
-
-
-batch_queue = BatchQueue(
-    manager,
-    job_runner(manager, api_host, webui.WebUIModel),
-    lambda entry: webui.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
-)
+# Jobs and the queue belong to the process, not to this file: Reload UI runs this file again and gets them back.
+ti = runtime(webui)
 
 
 def on_ui_settings():
@@ -67,7 +60,7 @@ def on_ui_settings():
 
 def on_ui_tabs():
     host = webui.WebUIHost(owns_state=False)
-    actions = TabActions(manager, host, webui.WebUIModel, shared.state.interrupt)
+    actions = TabActions(ti.manager, host, webui.WebUIModel, shared.state.interrupt)
     grid_actions = GridActions(
         run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),
         names=lambda: sorted(webui.existing_embedding_names()),
@@ -80,7 +73,7 @@ def on_ui_tabs():
         grid_actions,
         add_send_buttons,
         InspectActions(webui.WebUIInspection(host.run_root())),
-        QueueActions(batch_queue),
+        QueueActions(ti.queue),
     )
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
@@ -98,19 +91,25 @@ def add_send_buttons(gallery, infotext):
     )
 
 
-def on_app_started(_demo, app):
-    dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
+def on_app_started(demo, app):
+    """The tab's own route always (behind the page's login); the API only when the WebUI's API is on."""
+    if demo is not None:
+        app.include_router(create_ui_router(ti.manager))
+    access = access_from_cmd_opts(shared.cmd_opts)
+    if not access.enabled:
+        print(f"TI Trainer: no HTTP API: {access.reason}.")
+        return
     app.include_router(
         create_router(
-            manager,
-            api_host,
+            ti.manager,
+            ti.api_host,
             webui.WebUIModel,
             shared.state.interrupt,
-            dependencies,
-            grid=lambda request: webui.run_grid_queued(request, api_host.run_root(), owns_state=True),
+            api_dependencies(access),
+            grid=lambda request: webui.run_grid_queued(request, ti.api_host.run_root(), owns_state=True),
             grid_defaults=webui.txt2img_defaults,
-            inspection=webui.WebUIInspection(api_host.run_root()),
-            queue=batch_queue,
+            inspection=webui.WebUIInspection(ti.api_host.run_root()),
+            queue=ti.queue,
         )
     )
 

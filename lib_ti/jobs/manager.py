@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -17,7 +18,8 @@ from lib_ti.training.config import ParsedConfig, TrainConfig
 from lib_ti.training.dataset import list_images
 from lib_ti.errors import UserError
 from lib_ti.training.model import ModelAdapter, init_vectors
-from lib_ti.training.paths import plan_paths
+from lib_ti.training.paths import plan_paths, run_dir_for
+from lib_ti.training.run_state import STATE_SUFFIX, describe, read_run_state
 from lib_ti.training.trainer import Services, StepRecord, train
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     interrupt_requested: bool = False
+    run_dir: str = ""
+    resumable: bool = False  # interrupted or failed with a checkpoint: one action continues it
 
     def to_dict(self, losses: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -107,6 +111,11 @@ class JobManager:
             self.jobs[job.id] = job
             return job
 
+    def run_dirs(self) -> list[str]:
+        """The run folders of this session's jobs (a run outside the run root is still found to continue it)."""
+        with self._lock:
+            return sorted({job.run_dir for job in self.jobs.values() if job.run_dir})
+
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
@@ -129,6 +138,7 @@ class JobManager:
                 job.state, job.error = "interrupted", "Interrupted before it started."
                 return job
             job.state = "running"
+            job.run_dir = run_dir_for(config, host.run_root())
             try:
                 host.begin(job)
                 result = train(
@@ -150,6 +160,7 @@ class JobManager:
                 job.state, job.error = "failed", f"Training failed: {type(e).__name__}: {e}"
             finally:
                 job.finished = time.time()
+                _offer_continue(job, config)
                 host.end(job)
         return job
 
@@ -159,6 +170,20 @@ class JobManager:
             target=self.run, args=(job, config, adapter_factory, host), name=f"ti-trainer-{job.id}", daemon=True
         )
         thread.start()
+
+
+def _offer_continue(job: Job, config: TrainConfig) -> None:
+    """An interrupted or failed run that saved a checkpoint says so, and how to continue it."""
+    if job.state not in ("interrupted", "failed") or not job.run_dir:
+        return
+    record = read_run_state(os.path.join(job.run_dir, config.name + STATE_SUFFIX))
+    described = describe(record) if record is not None else None
+    if described and described["resumable"]:
+        job.resumable = True
+        job.messages.append(
+            f"It can go on from its checkpoint at step {described['checkpoint_step']} (with its optimizer state): "
+            "'Continue' in the tab's Interrupted runs, or POST /ti-trainer/v1/runs/continue."
+        )
 
 
 def _services(job: Job, host: Host) -> Services:

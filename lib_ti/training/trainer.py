@@ -36,6 +36,7 @@ from lib_ti.embeddings.files import (
 from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
+from lib_ti.training.run_state import RunState, training_here, write_run_state
 from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     message: str = ""
     messages: list[str] = field(default_factory=list)
+    run_dir: str = ""
 
 
 class _Run:
@@ -86,6 +88,7 @@ class _Run:
         self.step = 0
         self.vectors: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
+        self.record: RunState | None = None
 
     def say(self, text: str) -> None:
         log.info(text)
@@ -130,7 +133,33 @@ def train(
         raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
+    run.record = RunState("running", paths.name, paths.run_dir, paths.final, run.step, config.max_train_steps)
+    run.record.config, run.record.checkpoint = config.to_dict(), config.weights
+    with training_here(run.record):
+        write_run_state(run.record)
+        try:
+            state, message, final = _train_vectors(run, cache, rng)
+        except BaseException as e:  # the state file must not say 'running' for a run that is over
+            _record(run, "failed", f"{type(e).__name__}: {e}")
+            raise
+        _record(run, state, message, final)
+    run.say(message)
+    return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages, paths.run_dir)
 
+
+def _record(run: _Run, state: str, message: str, checkpoint: str = "") -> None:
+    run.record.state, run.record.step, run.record.message = state, run.step, message
+    if checkpoint:
+        run.record.checkpoint = checkpoint
+    try:
+        write_run_state(run.record)
+    except UserError as e:  # a full disk must not hide the training's own outcome
+        log.warning("TI Trainer: could not write %s: %s", run.record.path, e)
+
+
+def _train_vectors(run: _Run, cache: LatentCache, rng: random.Random) -> tuple[str, str, str]:
+    """The optimizer, the caption plan and the loop, inside the model's training mode; (state, message, file)."""
+    config, adapter = run.config, run.adapter
     leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
     run.vectors = leaves
     if config.mixed_precision != "no" and adapter.device.type != "cuda":
@@ -153,9 +182,8 @@ def train(
     options = TrainOptions(config.gradient_checkpointing, config.mixed_precision, config.offload_vae)
     with adapter.training(config.token_string, leaves, options):
         state, message = _loop(run, sampler)
-        final = _save(run, paths.final, checkpoint=False)
-    run.say(message)
-    return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages)
+        final = _save(run, run.paths.final, checkpoint=False)
+    return state, message, final
 
 
 def _same_model(named: str, loaded: str) -> bool:
@@ -419,7 +447,10 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
     vectors = {k: v.detach() for k, v in run.vectors.items()}
     save_embedding(path, vectors, run.config.token_string, run.step, _metadata(run))
     save_optimizer_state(run.paths.optimizer_file(run.step), run.optimizer.state_dict(), vectors)
-    if not checkpoint:  # the final file also stays among the checkpoints, for the test grid
+    if checkpoint:  # like the WebUI's own trainer: a crash leaves the embedding at its last checkpoint
+        save_embedding(run.paths.final, vectors, run.config.token_string, run.step, _metadata(run))
+        _record(run, "running", "", path)
+    else:  # the final file also stays among the checkpoints, for the test grid  # the final file also stays among the checkpoints, for the test grid
         save_embedding(run.paths.checkpoint(run.step), vectors, run.config.token_string, run.step, _metadata(run))
         run.files.append(run.paths.checkpoint(run.step))
     run.files.append(path)

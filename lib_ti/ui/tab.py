@@ -15,11 +15,13 @@ from lib_ti.errors import UserError
 from lib_ti.ui.form import FIELDS, GROUPS, config_to_values, values_to_dict
 from lib_ti.jobs.manager import Host, Job, JobManager, no_lock, preflight
 from lib_ti.training.model import ModelAdapter
+from lib_ti.training.run_state import continue_request, resumable_runs
 from lib_ti.ui.queue_section import QueueActions, build_queue_section
 from lib_ti.ui.grid_section import GridActions, build_test_section
 from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
 
 ELEM = "ti_trainer"
+RUN_SEP = " — in "
 
 
 def message_html(text: str, kind: str = "info") -> str:
@@ -67,8 +69,26 @@ class TabActions:
 
     def train(self, *values: Any) -> tuple[list[str], str]:
         """Runs in the caller's thread, which already holds the WebUI's GPU queue."""
+        return self._run(lambda: values_to_dict(values))
+
+    def runs(self) -> list[str]:
+        """The runs one action can continue (crash, restart, Interrupt, Reload UI), as dropdown labels."""
+        return [
+            f"{r['name']} — step {r['checkpoint_step']}/{r['max_steps']} ({r['state']}){RUN_SEP}{r['run_dir']}"
+            for r in resumable_runs(self.host.run_root(), self.manager.run_dirs())
+        ]
+
+    def continue_run(self, choice: str) -> tuple[list[str], str]:
+        """Continue the chosen run from its last checkpoint, with its optimizer state; like train otherwise."""
+        if not choice:
+            return [], message_html("Choose an interrupted run (press Refresh to list them).", "error")
+        run_dir = choice.rsplit(RUN_SEP, 1)[-1]
+        name = choice.split(" — ", 1)[0]
+        return self._run(lambda: continue_request(self.host.run_root(), self.manager.run_dirs(), run_dir, name))
+
+    def _run(self, make_config: Callable[[], dict[str, Any]]) -> tuple[list[str], str]:
         try:
-            parsed = parse_config(values_to_dict(values))
+            parsed = parse_config(make_config())
             adapter = self.adapter_factory()
             notes = preflight(parsed, adapter, self.host)
             job = self.manager.create(parsed.config)
@@ -166,6 +186,18 @@ def build_tab(
                     interrupt_button = gr.Button("Interrupt", elem_id=f"{ELEM}_interrupt")
                 message = gr.HTML(elem_id=f"{ELEM}_message")
                 gr.HTML('<div id="ti_trainer_progress"></div><div id="ti_trainer_loss"></div>')
+                runs = actions.runs()
+                with gr.Accordion("Interrupted runs", open=bool(runs), elem_id=f"{ELEM}_runs_section"):
+                    with gr.Row():
+                        run_choice = gr.Dropdown(
+                            label="Continue from its last checkpoint (optimizer state and step count go on)",
+                            choices=runs,
+                            value=runs[0] if runs else None,
+                            elem_id=f"{ELEM}_runs",
+                            scale=4,
+                        )
+                        refresh_runs = gr.Button("Refresh", elem_id=f"{ELEM}_runs_refresh", scale=1)
+                    continue_button = gr.Button("Continue", elem_id=f"{ELEM}_continue")
                 gallery = gr.Gallery(label="Previews", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
                 output = gr.HTML(elem_id=f"{ELEM}_output")
                 id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
@@ -194,6 +226,18 @@ def build_tab(
             outputs=outputs,
         )
         interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
+        continue_button.click(
+            fn=wrap_gpu(lambda _id_task, choice: actions.continue_run(choice), extra_outputs=[[], ""]),
+            _js="ti_trainer_start",
+            inputs=[id_task, run_choice],
+            outputs=[gallery, output],
+        )
+
+        def refresh():
+            labels = actions.runs()
+            return gr.update(choices=labels, value=labels[0] if labels else None)
+
+        refresh_runs.click(fn=refresh, inputs=[], outputs=[run_choice])
 
         def load(path, upload):  # None means "leave that field as it is"
             values = actions.load(path, upload)

@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.api.routes import basic_auth, create_router
+from lib_ti.api.access import basic_auth
+from lib_ti.api.routes import create_router
 from lib_ti.jobs.manager import JobManager
 
 pytestmark = pytest.mark.training
