@@ -133,6 +133,8 @@ def train(
         raise UserError(f"The embedding is already trained to step {run.step}; raise max_train_steps above it.")
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
+    if config.weights:
+        _cut_log(paths.log_file, run.step)
     run.record = RunState("running", paths.name, paths.run_dir, paths.final, run.step, config.max_train_steps)
     run.record.config, run.record.checkpoint = config.to_dict(), config.weights
     with training_here(run.record):
@@ -417,6 +419,19 @@ def _log_step(run: _Run, step: int, loss: float, lr: float) -> None:
         if new:
             f.write("step,loss,lr,time\n")
         f.write(f"{step},{loss:.7f},{lr:.8g},{time.time():.1f}\n")
+
+
+def _cut_log(path: str, step: int) -> None:
+    """A resumed run's log goes on from its checkpoint: steps trained after it (before a crash) are dropped."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = lines[:1] + [
+        line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",")[0]) <= step
+    ]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, ("\n".join(kept) + "\n").encode("utf-8"))
 
 
 def _periodic(run: _Run) -> None:
