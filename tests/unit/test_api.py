@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.api.access import basic_auth
 from lib_ti.api.routes import create_router
 from lib_ti.jobs.manager import JobManager
 
@@ -125,16 +124,3 @@ def test_config_check_lists_unknown_and_ignored_keys(api):
     assert response.status_code == 200
     body = response.json()
     assert body["unknown_keys"] == ["whatever"] and "xformers" in body["ignored_keys"]
-
-
-def test_basic_auth_guards_the_routes():
-    app = FastAPI()
-    from fastapi import APIRouter
-
-    router = APIRouter(dependencies=[basic_auth("alice:secret")])
-    router.add_api_route("/x", lambda: {"ok": True})
-    app.include_router(router)
-    client = TestClient(app)
-    assert client.get("/x").status_code == 401
-    assert client.get("/x", auth=("alice", "wrong")).status_code == 401
-    assert client.get("/x", auth=("alice", "secret")).json() == {"ok": True}
