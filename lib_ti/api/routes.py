@@ -218,6 +218,7 @@ def create_router(
     def start_job(config: dict[str, Any]) -> TrainResponse:
         try:
             parsed = parse_config(config)
+            manager.ensure_idle()  # the checks below touch the model: never while another job trains on it
             adapter = adapter_factory()
             notes = preflight(parsed, adapter, host)
             job = manager.create(parsed.config)

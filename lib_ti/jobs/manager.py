@@ -91,7 +91,7 @@ class JobManager:
     """Holds every job of this session; refuses a second one while one is queued or running."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
 
     def current(self) -> Job | None:
@@ -99,7 +99,8 @@ class JobManager:
             active = [j for j in self.jobs.values() if j.state in ACTIVE]
             return active[0] if active else (max(self.jobs.values(), key=lambda j: j.created) if self.jobs else None)
 
-    def create(self, config: TrainConfig) -> Job:
+    def ensure_idle(self) -> None:
+        """Raise Busy while a job is queued or running: asked before any check touches the model or the disk."""
         with self._lock:
             for job in self.jobs.values():
                 if job.state in ACTIVE:
@@ -107,6 +108,10 @@ class JobManager:
                         f"A training job ({job.id}, '{job.config.get('token_string')}') is already {job.state}; "
                         "wait for it to finish or interrupt it."
                     )
+
+    def create(self, config: TrainConfig) -> Job:
+        with self._lock:
+            self.ensure_idle()
             job = Job(id=uuid.uuid4().hex[:12], config=config.to_dict(), max_steps=config.max_train_steps)
             self.jobs[job.id] = job
             return job

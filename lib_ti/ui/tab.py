@@ -89,6 +89,7 @@ class TabActions:
     def _run(self, make_config: Callable[[], dict[str, Any]]) -> tuple[list[str], str]:
         try:
             parsed = parse_config(make_config())
+            self.manager.ensure_idle()
             adapter = self.adapter_factory()
             notes = preflight(parsed, adapter, self.host)
             job = self.manager.create(parsed.config)

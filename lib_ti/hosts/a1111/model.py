@@ -21,6 +21,7 @@ from lib_ti.errors import UserError
 from lib_ti.hosts.a1111.embedding_db import clear_conditioning_cache, make_embedding, reload_embeddings
 from lib_ti.training.model import TrainOptions, default_autocast
 
+
 def _family(model) -> str:
     if getattr(model, "is_sdxl", False) and not getattr(model, "is_sdxl_inpaint", False):
         return "sdxl"
@@ -111,8 +112,8 @@ class WebUIModel:
                 p.requires_grad_(False)
             for wrapper, _ in trainable:  # sgm runs non-trainable embedders under no_grad
                 wrapper.is_trainable = True
-            sd_hijack.model_hijack.embedding_db.register_embedding_by_name(embedding, self.m, token)
-            clear_conditioning_cache()
+            self._trained = (token, embedding)
+            self._keep_registered()
             with (
                 _checkpointing(options.gradient_checkpointing),
                 _sdp_attention(),
@@ -122,13 +123,27 @@ class WebUIModel:
             ):
                 yield
         finally:
+            self._trained = None
             for p, flag in params:
                 p.requires_grad_(flag)
             for wrapper, flag in trainable:
                 wrapper.is_trainable = flag
             reload_embeddings()
 
+    def _keep_registered(self) -> None:
+        """Route the token to the trained vectors again if the WebUI reloaded its embedding list meanwhile.
+
+        Any reload (a checkpoint written into the embeddings folder, another request, the Textual Inversion page's
+        refresh) replaces the entry with the file's copy, which has no gradient: the step would fail.
+        """
+        token, embedding = getattr(self, "_trained", None) or (None, None)
+        db = sd_hijack.model_hijack.embedding_db
+        if token is not None and db.word_embeddings.get(token) is not embedding:
+            db.register_embedding_by_name(embedding, self.m, token)
+            clear_conditioning_cache()
+
     def encode_text(self, prompts: list[str], size: tuple[int, int]):
+        self._keep_registered()
         if self.family == "sdxl":
             batch = prompt_parser.SdConditioning(prompts, width=size[1], height=size[0])
             return self.m.get_learned_conditioning(batch)
@@ -179,7 +194,6 @@ class WebUIModel:
             h.update(name.encode())
             h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
-
 
 
 @contextlib.contextmanager
@@ -238,5 +252,3 @@ def _checkpointing(enabled: bool) -> Iterator[None]:
     finally:
         for cls, forward in classes:
             cls.forward = forward
-
-
