@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -11,6 +12,7 @@ from modules import devices, processing, sd_hijack, shared
 from modules.textual_inversion.textual_inversion import Embedding
 
 from lib_ti.errors import UserError
+
 
 def clear_conditioning_cache() -> None:
     """The WebUI caches conditioning by prompt text, not by vectors: clear it whenever the vectors change."""
@@ -54,9 +56,16 @@ def embedding_record(name: str):
     raise UserError(f"Unknown embedding {name!r}. Known: {', '.join(sorted(db.word_embeddings)) or 'none'}.")
 
 
-def make_embedding(name: str, vec, vectors: dict[str, torch.Tensor], shorthash: str | None = None) -> Embedding:
-    """A WebUI Embedding record for vectors that live in memory (the run's, a checkpoint's, scaled ones)."""
+def make_embedding(
+    name: str, vec, vectors: dict[str, torch.Tensor], shorthash: str | None = None, filename: str | None = None
+) -> Embedding:
+    """A WebUI Embedding record for vectors that live in memory (the run's, a checkpoint's, scaled ones).
+
+    It gets a file name (the file it stands for, existing or not): the Textual Inversion page fails to list an
+    embedding without one.
+    """
     embedding = Embedding(vec, name)
+    embedding.filename = filename or os.path.join(embeddings_dir(), f"{name}.safetensors")
     embedding.vectors = next(iter(vectors.values())).shape[0]
     embedding.shape = sum(v.shape[-1] for v in vectors.values())
     if shorthash:
@@ -74,12 +83,11 @@ def embedding_override(name: str, vectors: dict[str, torch.Tensor], shorthash: s
     """For one cell, prompts naming ``name`` use these vectors; the WebUI's own entry comes back afterwards."""
     db = sd_hijack.model_hijack.embedding_db
     original = db.word_embeddings.get(name)
-    db.register_embedding_by_name(make_embedding(name, webui_vec(vectors), vectors, shorthash), shared.sd_model, name)
+    record = make_embedding(name, webui_vec(vectors), vectors, shorthash, getattr(original, "filename", None))
+    db.register_embedding_by_name(record, shared.sd_model, name)
     clear_conditioning_cache()
     try:
         yield
     finally:
         db.register_embedding_by_name(original, shared.sd_model, name)
         clear_conditioning_cache()
-
-

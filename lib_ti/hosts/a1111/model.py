@@ -106,7 +106,14 @@ class WebUIModel:
         """Freeze the model, route ``token`` to the trained vectors, and put everything back afterwards."""
         params = [(p, p.requires_grad) for p in self.m.parameters()]
         trainable = [(w, getattr(w, "is_trainable", False)) for w, _ in self.encoders.values()]
-        embedding = make_embedding(token, vectors["clip_l"] if len(vectors) == 1 else vectors, vectors)
+        replaced = sd_hijack.model_hijack.embedding_db.word_embeddings.get(token)
+        embedding = make_embedding(
+            token,
+            vectors["clip_l"] if len(vectors) == 1 else vectors,
+            vectors,
+            None,
+            getattr(replaced, "filename", None),
+        )
         try:
             for p, _ in params:
                 p.requires_grad_(False)
