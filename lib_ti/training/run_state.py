@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from lib_ti.embeddings.files import atomic_write_bytes, load_embedding
 from lib_ti.errors import UserError
 from lib_ti.training.paths import list_checkpoints
 
+log = logging.getLogger(__name__)
 STATE_SUFFIX = "-state.json"
 
 _ACTIVE: set[str] = set()  # state files of the runs training in this process now
@@ -50,6 +52,30 @@ class RunState:
 def write_run_state(run: RunState) -> None:
     run.pid, run.process, run.updated = os.getpid(), process_marker(os.getpid()), time.time()
     atomic_write_bytes(run.path, json.dumps(asdict(run), indent=1).encode("utf-8"))
+
+
+def record_state(run: RunState, state: str, step: int, message: str = "", checkpoint: str = "") -> None:
+    """Rewrite the state file; a full disk is logged, it must not hide the training's own outcome."""
+    run.state, run.step, run.message = state, step, message
+    if checkpoint:
+        run.checkpoint = checkpoint
+    try:
+        write_run_state(run)
+    except UserError as e:
+        log.warning("TI Trainer: could not write %s: %s", run.path, e)
+
+
+def cut_log(path: str, step: int) -> None:
+    """A resumed run's log goes on from its checkpoint: steps trained after it (before a crash) are dropped."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = lines[:1] + [
+        line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",")[0]) <= step
+    ]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, ("\n".join(kept) + "\n").encode("utf-8"))
 
 
 def read_run_state(path: str) -> RunState | None:

@@ -36,7 +36,7 @@ from lib_ti.embeddings.files import (
 from lib_ti.training.model import ModelAdapter, TrainOptions, init_vectors
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
-from lib_ti.training.run_state import RunState, training_here, write_run_state
+from lib_ti.training.run_state import RunState, cut_log, record_state, training_here
 from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -134,29 +134,19 @@ def train(
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
     if config.weights:
-        _cut_log(paths.log_file, run.step)
+        cut_log(paths.log_file, run.step)
     run.record = RunState("running", paths.name, paths.run_dir, paths.final, run.step, config.max_train_steps)
     run.record.config, run.record.checkpoint = config.to_dict(), config.weights
     with training_here(run.record):
-        write_run_state(run.record)
+        record_state(run.record, "running", run.step)
         try:
             state, message, final = _train_vectors(run, cache, rng)
         except BaseException as e:  # the state file must not say 'running' for a run that is over
-            _record(run, "failed", f"{type(e).__name__}: {e}")
+            record_state(run.record, "failed", run.step, f"{type(e).__name__}: {e}")
             raise
-        _record(run, state, message, final)
+        record_state(run.record, state, run.step, message, final)
     run.say(message)
     return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages, paths.run_dir)
-
-
-def _record(run: _Run, state: str, message: str, checkpoint: str = "") -> None:
-    run.record.state, run.record.step, run.record.message = state, run.step, message
-    if checkpoint:
-        run.record.checkpoint = checkpoint
-    try:
-        write_run_state(run.record)
-    except UserError as e:  # a full disk must not hide the training's own outcome
-        log.warning("TI Trainer: could not write %s: %s", run.record.path, e)
 
 
 def _train_vectors(run: _Run, cache: LatentCache, rng: random.Random) -> tuple[str, str, str]:
@@ -421,19 +411,6 @@ def _log_step(run: _Run, step: int, loss: float, lr: float) -> None:
         f.write(f"{step},{loss:.7f},{lr:.8g},{time.time():.1f}\n")
 
 
-def _cut_log(path: str, step: int) -> None:
-    """A resumed run's log goes on from its checkpoint: steps trained after it (before a crash) are dropped."""
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    kept = lines[:1] + [
-        line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",")[0]) <= step
-    ]
-    if len(kept) != len(lines):
-        atomic_write_bytes(path, ("\n".join(kept) + "\n").encode("utf-8"))
-
-
 def _periodic(run: _Run) -> None:
     config = run.config
     if config.save_every_n_steps and run.step % config.save_every_n_steps == 0 and run.step < config.max_train_steps:
@@ -464,8 +441,8 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
     save_optimizer_state(run.paths.optimizer_file(run.step), run.optimizer.state_dict(), vectors)
     if checkpoint:  # like the WebUI's own trainer: a crash leaves the embedding at its last checkpoint
         save_embedding(run.paths.final, vectors, run.config.token_string, run.step, _metadata(run))
-        _record(run, "running", "", path)
-    else:  # the final file also stays among the checkpoints, for the test grid  # the final file also stays among the checkpoints, for the test grid
+        record_state(run.record, "running", run.step, "", path)
+    else:  # the final file also stays among the checkpoints, for the test grid
         save_embedding(run.paths.checkpoint(run.step), vectors, run.config.token_string, run.step, _metadata(run))
         run.files.append(run.paths.checkpoint(run.step))
     run.files.append(path)
