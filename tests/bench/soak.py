@@ -58,11 +58,15 @@ def one_round(session: requests.Session, url: str, args: argparse.Namespace, i: 
         "seed": i,
         "overwrite": True,
     }
-    response = session.post(f"{url}/ti-trainer/v1/train", json=train, timeout=120)
-    response.raise_for_status()
-    job = wait(session, url, response.json()["job_id"])
+    job = {"state": "done", "files": [], "error": ""}
+    if "train" in args.only:
+        response = session.post(f"{url}/ti-trainer/v1/train", json=train, timeout=120)
+        response.raise_for_status()
+        job = wait(session, url, response.json()["job_id"])
+    if "grid" not in args.only:
+        return job, {"images": [""], "cells": []}
     grid = {
-        "embedding": name,
+        "embedding": name if "train" in args.only else args.embedding,
         "strengths": args.strengths,
         "prompts": ["[name]"],
         "checkpoints": args.checkpoints,
@@ -89,6 +93,8 @@ def main() -> None:
     parser.add_argument("--strengths", default="1.0", help="grid strengths (a baseline column is added)")
     parser.add_argument("--checkpoints", default="none", help="grid checkpoints: none, all, or steps")
     parser.add_argument("--grid-steps", type=int, default=2)
+    parser.add_argument("--only", choices=["train,grid", "train", "grid"], default="train,grid")
+    parser.add_argument("--embedding", default="", help="with --only grid: the embedding to render")
     args = parser.parse_args()
     url = args.url.rstrip("/")
     session = requests.Session()
