@@ -278,7 +278,10 @@ def continue_from_checkpoint(run_root: Callable[[], str]) -> Callable[[Entry], d
     def config_for(entry: Entry) -> dict[str, Any] | None:
         config = parse_config(entry.config).config
         record = read_run_state(os.path.join(run_dir_for(config, run_root()), config.name + STATE_SUFFIX))
-        if record is None or not describe(record)["resumable"]:
+        described = describe(record) if record is not None else None
+        if described and described["state"] == "done":
+            raise UserError(f"The run {config.name!r} was finished outside the queue (step {described['step']}).")
+        if not described or not described["resumable"]:
             return None
         return continue_config(record)
 

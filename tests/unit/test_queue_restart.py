@@ -157,3 +157,16 @@ def test_one_owner_per_process():
     again = process_owned("test-owner", lambda: made.append(1) or object())  # what a second script load does
     assert first is again and made == [1]
     assert process_owned("test-owner-2", object) is not first
+
+
+def test_an_entry_continued_outside_the_queue_is_not_trained_again(tmp_path):
+    from lib_ti.errors import UserError
+    from lib_ti.jobs.queue import Entry
+    from lib_ti.training.run_state import RunState, write_run_state
+
+    config = configs(tmp_path, "elsewhere")[0]
+    write_run_state(RunState("done", "elsewhere", str(tmp_path / "runs" / "elsewhere"), "", 4, 4))
+    config_for = continue_from_checkpoint(lambda: str(tmp_path / "runs"))
+    with pytest.raises(UserError, match="finished outside the queue"):
+        config_for(Entry("e", "elsewhere", config, state="queued", resume=True))
+    assert config_for(Entry("f", "fresh", {**config, "token_string": "fresh"}, resume=True)) is None  # starts anew
