@@ -2,7 +2,7 @@
 
 A run folder holds one run: the grid lists its checkpoints and the inspector plots its log as one history. So
 before a new run writes, the files an earlier run of the same name left there (checkpoints, optimizer states, log,
-config, previews) move to ``<run folder>.<when that run started>``; nothing is deleted. Continuing a run (``weights``
+config, state file, previews) move to ``<run folder>.<when that run started>``; nothing is deleted. Continuing a run (``weights``
 from that run) keeps the folder; continuing from an earlier step of it moves the whole run aside and carries over
 what came before that step, so the folder again tells one story.
 """
@@ -21,7 +21,7 @@ from lib_ti.training.paths import RunPaths
 
 def _patterns(name: str) -> tuple[re.Pattern, re.Pattern]:
     stem = re.escape(name)
-    top = re.compile(rf"{stem}-(?:(\d+)(?:\.optimizer)?\.(?:safetensors|pt)|log\.csv|config\.json)")
+    top = re.compile(rf"{stem}-(?:(\d+)(?:\.optimizer)?\.(?:safetensors|pt)|log\.csv|config\.json|state\.json)")
     sample = re.compile(rf"{stem}-(\d+)-\d+\.png")
     return top, sample
 
