@@ -213,12 +213,12 @@ def _sdp_attention() -> Iterator[None]:
     """PyTorch's scaled-dot-product attention while training: the fastest with a backward pass, and without the
     split/sliced variants' overhead; the user's own choice is applied again afterwards."""
     sdp = next((o for o in sd_hijack.optimizers if o.name == "sdp"), None)
-    current = getattr(sd_hijack.current_optimizer, "name", None)
-    if sdp is None or current == "sdp":
+    previous = sd_hijack.current_optimizer
+    if sdp is None or getattr(previous, "name", None) == "sdp":
         yield
         return
     sd_hijack.model_hijack.apply_optimizations(sdp.title())
     try:
         yield
-    finally:
-        sd_hijack.model_hijack.apply_optimizations()
+    finally:  # exactly the one in use before, not a fresh "Automatic" pick that may differ
+        sd_hijack.model_hijack.apply_optimizations(previous.title() if previous is not None else None)
