@@ -35,7 +35,7 @@ function ti_trainer_refresh_loss(id) {
     img.onload = function() {
         if (ti_trainer_live_task === id) holder.replaceChildren(img); // a curve arriving after the end is dropped
     };
-    img.src = './ti-trainer/v1/jobs/current/loss.svg?t=' + Date.now();
+    img.src = './ti-trainer/ui/jobs/current/loss.svg?t=' + Date.now();
 }
 
 function ti_trainer_grid_start() {

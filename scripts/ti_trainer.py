@@ -6,11 +6,11 @@ from modules import call_queue, infotext_utils, script_callbacks, scripts, share
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import hosts
-from lib_ti.api.routes import basic_auth, create_router
-from lib_ti.jobs.queue import BatchQueue, job_runner
+from lib_ti.api.access import access_from_cmd_opts, api_dependencies
+from lib_ti.api.routes import create_router, create_ui_router
+from lib_ti.jobs.runtime import runtime
 from lib_ti.training.config import TrainConfig
 from lib_ti.ui.form import config_to_values
-from lib_ti.jobs.manager import JobManager
 from lib_ti.ui.tab import TabActions
 from lib_ti.ui.layout import build_tab
 from lib_ti.ui.queue_section import QueueActions
@@ -20,15 +20,8 @@ from lib_ti.ui.inspect_section import InspectActions
 webui = hosts.detect()
 SECTION = ("ti_trainer", "TI Trainer")
 CATEGORY = "training"  # the WebUI's Training category in Settings (A1111 >= 1.8, Forge)
-manager = JobManager()
-api_host = webui.WebUIHost(owns_state=True)
-
-
-batch_queue = BatchQueue(
-    manager,
-    job_runner(manager, api_host, webui.WebUIModel),
-    lambda entry: webui.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
-)
+# Jobs and the queue belong to the process, not to this file: Reload UI runs this file again and gets them back.
+ti = runtime(webui)
 
 
 class CheckpointNames(scripts.Script):
@@ -42,7 +35,7 @@ class CheckpointNames(scripts.Script):
         return scripts.AlwaysVisible
 
     def process(self, p, *args):
-        webui.resolve_prompt_aliases(p, api_host.run_root())
+        webui.resolve_prompt_aliases(p, ti.api_host.run_root())
 
 
 def option(default, label: str):
@@ -87,13 +80,13 @@ def on_ui_settings():
 def on_ui_tabs():
     host = webui.WebUIHost(owns_state=False)
     actions = TabActions(
-        manager,
+        ti.manager,
         host,
         webui.WebUIModel,
         shared.state.interrupt,
         reload_embeddings=webui.reload_embeddings,
         bitsandbytes=webui.bitsandbytes_available,
-        queue=batch_queue,
+        queue=ti.queue,
     )
     grid_actions = GridActions(
         run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),
@@ -108,7 +101,7 @@ def on_ui_tabs():
         grid_actions,
         add_send_buttons,
         InspectActions(webui.WebUIInspection(host.run_root()), lambda: sorted(webui.existing_embedding_names())),
-        QueueActions(batch_queue),
+        QueueActions(ti.queue),
     )
     return [(tab, "TI Trainer", "ti_trainer_tab")]
 
@@ -134,22 +127,28 @@ def add_send_buttons(gallery, infotext) -> list:
 def checked_grid(request):
     """The API's grid: an unknown sampler is refused rather than silently replaced by txt2img's default."""
     check_sampler(request.sampler_name, webui.sampler_names(), webui.known_sampler)
-    return webui.run_grid_queued(request, api_host.run_root(), owns_state=True)
+    return webui.run_grid_queued(request, ti.api_host.run_root(), owns_state=True)
 
 
-def on_app_started(_demo, app):
-    dependencies = [basic_auth(shared.cmd_opts.api_auth)] if shared.cmd_opts.api_auth else []
+def on_app_started(demo, app):
+    """The tab's own route always (behind the page's login); the API only when the WebUI's API is on."""
+    if demo is not None:
+        app.include_router(create_ui_router(ti.manager))
+    access = access_from_cmd_opts(shared.cmd_opts)
+    if not access.enabled:
+        print(f"TI Trainer: no HTTP API: {access.reason}.")
+        return
     app.include_router(
         create_router(
-            manager,
-            api_host,
+            ti.manager,
+            ti.api_host,
             webui.WebUIModel,
             shared.state.interrupt,
-            dependencies,
+            api_dependencies(access),
             grid=checked_grid,
             grid_defaults=webui.txt2img_defaults,
-            inspection=webui.WebUIInspection(api_host.run_root()),
-            queue=batch_queue,
+            inspection=webui.WebUIInspection(ti.api_host.run_root()),
+            queue=ti.queue,
         )
     )
 

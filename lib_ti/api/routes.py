@@ -13,10 +13,11 @@ import os
 import re
 from typing import Any, Callable
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from lib_ti import __version__
+from lib_ti.api.access import ui_login
 from lib_ti.jobs.queue import BatchQueue, queue_request
 from lib_ti.training.config import parse_config, validate_token
 from lib_ti.training.preview import preview_dataset
@@ -26,6 +27,7 @@ from lib_ti.grid.run import GridRequest, GridResult
 from lib_ti.embeddings.inspector import history, inspect
 from lib_ti.jobs.manager import Busy, Host, JobManager, preflight
 from lib_ti.training.model import ModelAdapter
+from lib_ti.training.run_state import continue_request, describe, find_runs
 from lib_ti.ui.plot import loss_svg
 
 PREFIX = "/ti-trainer/v1"
@@ -72,6 +74,8 @@ class JobResponse(BaseModel):
     messages: list[str] = Field(default_factory=list)
     error: str = ""
     final_path: str = ""
+    run_dir: str = ""
+    resumable: bool = Field(False, description="Interrupted or failed with a checkpoint: POST .../runs/continue")
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -136,6 +140,9 @@ def convert_request(body: dict[str, Any], inspection: Any) -> dict[str, Any]:
     return {"path": target, "name": name, "format": file.format, "vectors": next(iter(file.vectors.values())).shape[0]}
 
 
+CONTINUE_DOC = '{"run_dir": the run folder} or {"name": the run\'s name}, as listed by GET /ti-trainer/v1/runs'
+
+
 def _answer(service: Any, what: str, action: Callable[[], Any]) -> Any:
     """404 when the host offers no such service; a user error becomes 422 with the message the tab would show."""
     if service is None:
@@ -177,8 +184,20 @@ def create_router(
 
     @router.get("/queue")
     def get_queue() -> dict[str, Any]:
-        """Every entry of this WebUI session with its state (entries not yet run are lost on a WebUI restart)."""
-        return {"entries": queue.snapshot() if queue is not None else []}
+        """Every entry with its state, whether the queue is paused and why (it is kept on disk across restarts)."""
+        return queue.status() if queue is not None else {"entries": [], "paused": False, "notice": ""}
+
+    @router.post("/queue/resume")
+    def resume_queue() -> dict[str, Any]:
+        """Go on after a restart, an Interrupt or a Reload UI: interrupted entries continue from their checkpoint."""
+        _answer(queue, "queue", lambda: queue.resume())
+        return queue.status()
+
+    @router.post("/queue/pause")
+    def pause_queue() -> dict[str, Any]:
+        """Stop after the entry training now."""
+        _answer(queue, "queue", lambda: queue.pause())
+        return queue.status()
 
     @router.post("/grid", responses={422: {"description": "Invalid grid settings"}})
     def test_grid(body: dict[str, Any] = Body(..., description=GRID_DOC)) -> dict[str, Any]:
@@ -196,8 +215,12 @@ def create_router(
     )
     def start_training(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> TrainResponse:
         """Validate the kohya-style config, then train in the background on the loaded model."""
+        return start_job(config)
+
+    def start_job(config: dict[str, Any]) -> TrainResponse:
         try:
             parsed = parse_config(config)
+            manager.ensure_idle()  # the checks below touch the model: never while another job trains on it
             adapter = adapter_factory()
             notes = preflight(parsed, adapter, host)
             job = manager.create(parsed.config)
@@ -208,6 +231,28 @@ def create_router(
         job.messages.extend(notes)
         manager.start(job, parsed.config, lambda: adapter, host)
         return TrainResponse(job_id=job.id, state=job.state, messages=notes)
+
+    @router.get("/runs")
+    def list_runs(resumable: bool = False) -> dict[str, Any]:
+        """Runs with a state file under the run folder: state, last checkpoint, and whether one action continues it."""
+        runs = [describe(r) for r in find_runs(host.run_root(), manager.run_dirs())]
+        return {"runs": [r for r in runs if r["resumable"] or not resumable]}
+
+    @router.post(
+        "/runs/continue",
+        response_model=TrainResponse,
+        responses={409: {"description": "A job is already running"}, 422: {"description": "Nothing to continue"}},
+    )
+    def continue_run(body: dict[str, Any] = Body(..., description=CONTINUE_DOC)) -> TrainResponse:
+        """Continue an interrupted run (crash, restart, Interrupt, Reload UI) from its last checkpoint."""
+        config = _answer(
+            True,
+            "run",
+            lambda: continue_request(
+                host.run_root(), manager.run_dirs(), str(body.get("run_dir") or ""), str(body.get("name") or "")
+            ),
+        )
+        return start_job(config)
 
     @router.post("/config/check", responses={422: {"description": "Invalid settings"}})
     def check_config(config: dict[str, Any] = Body(..., description=TRAIN_DOC)) -> dict[str, Any]:
@@ -277,21 +322,14 @@ def create_router(
     return router
 
 
-def basic_auth(credentials: str):
-    """The WebUI's --api-auth scheme ("user:pass,user2:pass2") as a route dependency."""
-    from secrets import compare_digest
+def create_ui_router(manager: JobManager) -> APIRouter:
+    """What the tab's page fetches itself (the live loss curve), behind the page's own login, with or without --api."""
+    router = APIRouter(prefix="/ti-trainer/ui", dependencies=[Depends(ui_login)], include_in_schema=False)
 
-    from fastapi import Depends
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+    @router.get("/jobs/{job_id}/loss.svg", response_class=Response)
+    def ui_loss_svg(job_id: str) -> Response:
+        job = manager.current() if job_id == "current" else manager.get(job_id)
+        losses = job.losses if job is not None else []
+        return Response(loss_svg(losses), media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
-    users = dict(pair.split(":", 1) for pair in credentials.split(",") if ":" in pair)
-
-    def check(given: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
-        expected = users.get(given.username)
-        if expected is None or not compare_digest(given.password, expected):
-            raise HTTPException(
-                status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
-            )
-        return True
-
-    return Depends(check)
+    return router

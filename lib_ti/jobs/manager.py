@@ -19,7 +19,8 @@ from lib_ti.training.kohya import resolve_length
 from lib_ti.training.layout import bucket_multiple, dataset_specs, plan_dataset
 from lib_ti.errors import ConfigError, UserError
 from lib_ti.training.model import ModelAdapter, init_vectors
-from lib_ti.training.paths import plan_paths
+from lib_ti.training.paths import plan_paths, run_dir_for
+from lib_ti.training.run_state import STATE_SUFFIX, describe, read_run_state
 from lib_ti.training.trainer import Services, StepRecord, train
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     interrupt_requested: bool = False
+    run_dir: str = ""
+    resumable: bool = False  # interrupted or failed with a checkpoint: one action continues it
 
     def to_dict(self, losses: bool = True) -> dict[str, Any]:
         """The job as the API and the tab show it: still running until the host has finished with it too
@@ -141,7 +144,7 @@ class JobManager:
     """Holds every job of this session; refuses a second one while one is queued or running."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
 
     def current(self) -> Job | None:
@@ -149,7 +152,8 @@ class JobManager:
             active = [j for j in self.jobs.values() if j.state in ACTIVE]
             return active[0] if active else (max(self.jobs.values(), key=lambda j: j.created) if self.jobs else None)
 
-    def create(self, config: TrainConfig) -> Job:
+    def ensure_idle(self) -> None:
+        """Raise Busy while a job is queued or running: asked before any check touches the model or the disk."""
         with self._lock:
             for job in self.jobs.values():
                 if job.state in ACTIVE:
@@ -157,9 +161,18 @@ class JobManager:
                         f"A training job ({job.id}, '{job.config.get('token_string')}') is already {job.state}; "
                         "wait for it to finish or interrupt it."
                     )
+
+    def create(self, config: TrainConfig) -> Job:
+        with self._lock:
+            self.ensure_idle()
             job = Job(id=uuid.uuid4().hex[:12], config=config.to_dict(), max_steps=config.max_train_steps)
             self.jobs[job.id] = job
             return job
+
+    def run_dirs(self) -> list[str]:
+        """The run folders of this session's jobs (a run outside the run root is still found to continue it)."""
+        with self._lock:
+            return sorted({job.run_dir for job in self.jobs.values() if job.run_dir})
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -183,6 +196,7 @@ class JobManager:
                 job.state, job.error, job.finished = "interrupted", "Interrupted before it started.", time.time()
                 return job
             job.state = "running"
+            job.run_dir = run_dir_for(config, host.run_root())
             try:
                 host.begin(job)
                 result = train(
@@ -204,6 +218,7 @@ class JobManager:
                 job.state, job.error = "failed", f"Training failed: {type(e).__name__}: {e}"
             finally:
                 try:
+                    _offer_continue(job, config)
                     host.end(job)
                 finally:
                     job.finished = time.time()
@@ -215,6 +230,20 @@ class JobManager:
             target=self.run, args=(job, config, adapter_factory, host), name=f"ti-trainer-{job.id}", daemon=True
         )
         thread.start()
+
+
+def _offer_continue(job: Job, config: TrainConfig) -> None:
+    """An interrupted or failed run that saved a checkpoint says so, and how to continue it."""
+    if job.state not in ("interrupted", "failed") or not job.run_dir:
+        return
+    record = read_run_state(os.path.join(job.run_dir, config.name + STATE_SUFFIX))
+    described = describe(record) if record is not None else None
+    if described and described["resumable"]:
+        job.resumable = True
+        job.messages.append(
+            f"It can go on from its checkpoint at step {described['checkpoint_step']} (with its optimizer state): "
+            "'Continue' in the tab's Interrupted runs, or POST /ti-trainer/v1/runs/continue."
+        )
 
 
 def _services(job: Job, host: Host) -> Services:

@@ -2,8 +2,7 @@
 
 Entries come from a list of configs, or from a parent folder whose subfolders are datasets (each may hold a
 ``ti_trainer.json`` that overrides the base config; the token defaults to the folder's name). A failed or invalid
-entry is reported and the rest go on. The queue lives in the WebUI's process: it survives a page reload, and a
-WebUI restart ends it (entries not yet run are lost; finished embeddings and checkpoints stay on disk).
+entry is reported and the rest go on. The queue is kept on disk, so a restart shows it as it was.
 """
 
 from __future__ import annotations
@@ -15,11 +14,14 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from lib_ti.training.config import parse_config
 from lib_ti.training.dataset import IMAGE_EXTENSIONS
+from lib_ti.training.paths import run_dir_for
+from lib_ti.training.run_state import STATE_SUFFIX, continue_config, describe, read_run_state
+from lib_ti.embeddings.files import atomic_write_bytes
 from lib_ti.errors import UserError
 from lib_ti.jobs.manager import Busy, Job, JobManager
 
@@ -39,6 +41,7 @@ class Entry:
     final_path: str = ""
     grid: bool = False
     grid_paths: list[str] = field(default_factory=list)
+    resume: bool = False  # continue from the run's last checkpoint when it runs next
 
 
 def _has_images(folder: str) -> bool:
@@ -82,7 +85,13 @@ def folder_configs(parent: str, base: dict[str, Any]) -> list[tuple[str, dict[st
 
 
 class BatchQueue:
-    """Entries run in order in one background thread, each as a normal training job of the JobManager."""
+    """Entries run in order in one background thread, each as a normal training job of the JobManager.
+
+    With a ``store`` file the entries are kept on disk (rewritten atomically at every change) and read back at
+    start-up: done ones stay done, the one that was training is interrupted and resumable, and waiting ones wait
+    for :meth:`resume` — nothing starts training by surprise. An interrupted entry (Interrupt, Reload UI) pauses the
+    queue the same way; resuming continues it from its last checkpoint first.
+    """
 
     def __init__(
         self,
@@ -90,11 +99,18 @@ class BatchQueue:
         run_job: Callable[[Job, Any], None],
         run_grid: Callable[[Entry], list[str]] | None = None,
         poll: float = 1.0,
+        store: str = "",
+        continue_config: Callable[[Entry], dict[str, Any] | None] | None = None,
     ):
         self.manager, self.run_job, self.run_grid, self.poll = manager, run_job, run_grid, poll
+        self.store, self.continue_config = store, continue_config
         self.entries: list[Entry] = []
-        self._lock = threading.Lock()
+        self.paused = False
+        self.notice = ""
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
+        if store:
+            self._restore()
 
     def add(self, configs: list[tuple[str, dict[str, Any]]], grid: bool = False) -> list[Entry]:
         """Every config becomes an entry; invalid ones are kept with their message, so nothing is dropped."""
@@ -110,10 +126,29 @@ class BatchQueue:
             added.append(entry)
         with self._lock:
             self.entries.extend(added)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="ti-trainer-queue", daemon=True)
-                self._thread.start()
+            self._save()
+            self._start()
         return added
+
+    def resume(self) -> int:
+        """Go on: interrupted entries continue from their last checkpoint, then the waiting ones. Their count."""
+        with self._lock:
+            self.paused, self.notice = False, ""
+            for entry in self.entries:
+                if entry.state == "interrupted":
+                    entry.state, entry.resume = "queued", True
+            self._save()
+            self._start()
+            return sum(e.state == "queued" for e in self.entries)
+
+    def pause(self) -> None:
+        """Stop after the entry that is training now (which goes on to its end)."""
+        with self._lock:
+            self.paused, self.notice = True, "Paused: the queue stops after the entry training now."
+            self._save()
+
+    def status(self) -> dict[str, Any]:
+        return {"entries": self.snapshot(), "paused": self.paused, "notice": self.notice}
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -123,18 +158,32 @@ class BatchQueue:
                     entry.step = job.step
             return [asdict(e) for e in self.entries]
 
+    def _start(self) -> None:
+        if not self.paused and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._work, name="ti-trainer-queue", daemon=True)
+            self._thread.start()
+
     def _next(self) -> Entry | None:
         with self._lock:
+            if self.paused:
+                return None
             return next((e for e in self.entries if e.state == "queued"), None)
 
     def _work(self) -> None:
         while (entry := self._next()) is not None:
             try:
-                parsed = parse_config(entry.config)
+                config = self._config_for(entry)
+                parsed = parse_config(config)
                 job = self._create(parsed.config)
-                entry.state, entry.job_id = "running", job.id
+                if job is None:  # paused while waiting for another job
+                    return
+                entry.state, entry.job_id, entry.error = "running", job.id, ""
+                self._save()
                 self.run_job(job, parsed)
                 entry.state, entry.step, entry.error, entry.final_path = job.state, job.step, job.error, job.final_path
+                if job.state == "interrupted":
+                    self._paused_by(entry)
+                entry.resume = job.state == "interrupted"
                 if entry.grid and job.state == "done" and self.run_grid is not None:
                     entry.grid_paths = self.run_grid(entry)
             except UserError as e:
@@ -142,13 +191,84 @@ class BatchQueue:
             except Exception as e:  # one bad entry must not stop the others
                 log.exception("TI Trainer: queue entry %s failed", entry.label)
                 entry.state, entry.error = "failed", f"{type(e).__name__}: {e}"
+            self._save()
 
-    def _create(self, config) -> Job:
+    def _config_for(self, entry: Entry) -> dict[str, Any]:
+        """An entry that was interrupted goes on from its last checkpoint (when it saved one)."""
+        if entry.resume and self.continue_config is not None:
+            return self.continue_config(entry) or entry.config
+        return entry.config
+
+    def _paused_by(self, entry: Entry) -> None:
+        with self._lock:
+            self.paused = True
+            self.notice = (
+                f"Paused: {entry.label!r} was interrupted at step {entry.step}. Resume the queue to continue it "
+                "from its last checkpoint, then the entries still waiting."
+            )
+
+    def _create(self, config) -> Job | None:
         while True:  # another job (from the tab or the API) may be running: wait our turn
             try:
                 return self.manager.create(config)
             except Busy:
+                if self.paused:
+                    return None
                 time.sleep(self.poll)
+
+    def _save(self) -> None:
+        if not self.store:
+            return
+        with self._lock:
+            data = {"version": 1, "paused": self.paused, "entries": [asdict(e) for e in self.entries]}
+        try:
+            atomic_write_bytes(self.store, json.dumps(data, indent=1).encode("utf-8"))
+        except UserError as e:  # the queue goes on in memory; the console says why it is not kept
+            log.warning("TI Trainer: the queue could not be saved: %s", e)
+
+    def _restore(self) -> None:
+        """Read the queue back after a restart: the running entry was cut off, the waiting ones wait."""
+        self.entries, problem = read_queue_file(self.store)
+        if problem:
+            self.notice = problem
+        cut = 0
+        for entry in self.entries:
+            if entry.state == "running":
+                entry.state, entry.resume, cut = "interrupted", True, cut + 1
+                entry.error = (
+                    "The WebUI stopped while this entry was training; resume the queue to continue it from its "
+                    "last checkpoint."
+                )
+        waiting = sum(e.state in ("queued", "interrupted") for e in self.entries)
+        if waiting:
+            self.paused = True
+            self.notice = (
+                f"{waiting} entr{'y' if waiting == 1 else 'ies'} from before the restart "
+                f"{'is' if waiting == 1 else 'are'} waiting"
+                + (" (one was cut off while training)" if cut else "")
+                + ": press Resume queue to go on."
+            )
+        if self.entries:
+            self._save()
+
+
+def read_queue_file(path: str) -> tuple[list[Entry], str]:
+    """The saved entries, or none and a sentence when the file is damaged (it is kept aside, not overwritten)."""
+    if not os.path.isfile(path):
+        return [], ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        known = {f.name for f in fields(Entry)}
+        return [Entry(**{k: v for k, v in e.items() if k in known}) for e in data["entries"]], ""
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        aside = f"{path}.damaged-{int(time.time())}"
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+        log.warning("TI Trainer: the saved queue %s could not be read: %s", path, e)
+        return [], f"The saved queue could not be read ({type(e).__name__}); it was kept as {aside}."
 
 
 def job_runner(manager: JobManager, host, adapter_factory) -> Callable[[Job, Any], None]:
@@ -165,6 +285,22 @@ def job_runner(manager: JobManager, host, adapter_factory) -> Callable[[Job, Any
         manager.run(job, parsed.config, lambda: adapter, host)
 
     return run
+
+
+def continue_from_checkpoint(run_root: Callable[[], str]) -> Callable[[Entry], dict[str, Any] | None]:
+    """For an interrupted entry: its run's config from the last checkpoint, or None to start it again."""
+
+    def config_for(entry: Entry) -> dict[str, Any] | None:
+        config = parse_config(entry.config).config
+        record = read_run_state(os.path.join(run_dir_for(config, run_root()), config.name + STATE_SUFFIX))
+        described = describe(record) if record is not None else None
+        if described and described["state"] == "done":
+            raise UserError(f"The run {config.name!r} was finished outside the queue (step {described['step']}).")
+        if not described or not described["resumable"]:
+            return None
+        return continue_config(record)
+
+    return config_for
 
 
 def queue_request(body: dict[str, Any], queue: BatchQueue) -> list[Entry]:

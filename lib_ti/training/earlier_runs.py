@@ -2,7 +2,7 @@
 
 A run folder holds one run: the grid lists its checkpoints and the inspector plots its log as one history. So
 before a new run writes, the files an earlier run of the same name left there (checkpoints, optimizer states, log,
-config, previews) move to ``<run folder>.<when that run started>``; nothing is deleted. Continuing a run (``weights``
+config, state file, previews) move to ``<run folder>.<when that run started>``; nothing is deleted. Continuing a run (``weights``
 from that run) keeps the folder; continuing from an earlier step of it moves the whole run aside and carries over
 what came before that step, so the folder again tells one story.
 """
@@ -21,7 +21,7 @@ from lib_ti.training.paths import RunPaths
 
 def _patterns(name: str) -> tuple[re.Pattern, re.Pattern]:
     stem = re.escape(name)
-    top = re.compile(rf"{stem}-(?:(\d+)(?:\.optimizer)?\.(?:safetensors|pt)|log\.csv|config\.json)")
+    top = re.compile(rf"{stem}-(?:(\d+)(?:\.optimizer)?\.(?:safetensors|pt)|log\.csv|config\.json|state\.json)")
     sample = re.compile(rf"{stem}-(\d+)-\d+\.png")
     return top, sample
 
@@ -40,12 +40,10 @@ def run_files(paths: RunPaths) -> list[tuple[str, int | None]]:
     return found
 
 
-def last_step(paths: RunPaths) -> int:
-    """The latest step the folder holds: its last checkpoint, preview or log row."""
-    steps = [s for _, s in run_files(paths) if s is not None]
-    if os.path.isfile(paths.log_file):
-        steps += [s for s, _ in _log_rows(paths.log_file)]
-    return max(steps, default=0)
+def last_checkpoint_step(paths: RunPaths) -> int:
+    """The latest step the folder holds a checkpoint (or optimizer state) of; previews and log rows do not count."""
+    top, _ = _patterns(paths.name)
+    return max((s for p, s in run_files(paths) if s is not None and top.fullmatch(os.path.basename(p))), default=0)
 
 
 def _log_rows(path: str) -> list[tuple[int, str]]:
@@ -112,7 +110,9 @@ def carry_over(paths: RunPaths, aside: str, until: int) -> None:
 def keep_runs_apart(paths: RunPaths, step: int, continuing: bool) -> str | None:
     """Before a run writes: move an earlier run aside unless this one continues it from its last step. Returns what
     was done, for the run's messages."""
-    if continuing and last_step(paths) <= step:
+    if continuing and last_checkpoint_step(paths) <= step:
+        # continuing from the last checkpoint (an interrupted run): the folder stays; log rows a crash left after
+        # that step are cut by the trainer and previews after it are written again
         return None
     aside = set_aside(paths)
     if aside is None:

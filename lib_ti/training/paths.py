@@ -38,6 +38,11 @@ class RunPaths:
         return os.path.join(self.run_dir, f"{self.name}-config.json")
 
     @property
+    def state_file(self) -> str:
+        """running / done / interrupted / failed, written atomically: what a restart reads to offer a continue."""
+        return os.path.join(self.run_dir, f"{self.name}-state.json")
+
+    @property
     def samples_dir(self) -> str:
         return os.path.join(self.run_dir, "samples")
 
@@ -75,11 +80,15 @@ def list_checkpoints(run_dir: str, name: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def run_dir_for(config: TrainConfig, run_root: str) -> str:
+    return config.output_dir or os.path.join(run_root, config.name)
+
+
 def plan_paths(config: TrainConfig, embeddings_dir: str, run_root: str, existing: set[str]) -> RunPaths:
     """Decide every path and refuse, before anything is written, to overwrite what the user did not offer."""
     name = config.name
     final = os.path.join(embeddings_dir, f"{name}.{config.save_model_as}")
-    run_dir = config.output_dir or os.path.join(run_root, name)
+    run_dir = run_dir_for(config, run_root)
     if _inside(run_dir, embeddings_dir):
         raise UserError(
             f"output_dir {run_dir!r} is inside the embeddings folder; checkpoints there would appear "

@@ -40,6 +40,7 @@ from lib_ti.training.readback import StepReader, StepRecord
 from lib_ti.training.optim import keep_own_settings, make_optimizer
 from lib_ti.training.paths import RunPaths, plan_paths
 from lib_ti.training.previews import save_preview
+from lib_ti.training.run_state import RunState, cut_log, record_state, training_here
 from lib_ti.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     message: str = ""
     messages: list[str] = field(default_factory=list)
+    run_dir: str = ""
 
 
 class _Run:
@@ -79,6 +81,7 @@ class _Run:
         self.vectors: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         self.resumed_from = ""  # the run folder of the embedding this run continues
+        self.record: RunState | None = None
 
     def say(self, text: str) -> None:
         log.info(text)
@@ -121,7 +124,25 @@ def train(
         run.say(note)
     make_folder(paths.run_dir)
     atomic_write_bytes(paths.config_file, config_to_json(config).encode("utf-8"))
+    if config.weights:
+        cut_log(paths.log_file, run.step)
+    run.record = RunState("running", paths.name, paths.run_dir, paths.final, run.step, config.max_train_steps)
+    run.record.config, run.record.checkpoint = config.to_dict(), config.weights
+    with training_here(run.record):
+        record_state(run.record, "running", run.step)
+        try:
+            state, message, final = _train_vectors(run, cache, rng, batch_sizes)
+        except BaseException as e:  # the state file must not say 'running' for a run that is over
+            record_state(run.record, "failed", run.step, f"{type(e).__name__}: {e}")
+            raise
+        record_state(run.record, state, run.step, message, final)
+    run.say(message)
+    return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages, paths.run_dir)
 
+
+def _train_vectors(run: _Run, cache: LatentCache, rng: random.Random, batch_sizes: list[int]) -> tuple[str, str, str]:
+    """The optimizer, the caption plan and the loop, inside the model's training mode; (state, message, file)."""
+    config, adapter = run.config, run.adapter
     leaves = {k: v.to(adapter.device).requires_grad_(True) for k, v in run.vectors.items()}
     run.vectors = leaves
     if config.mixed_precision != "no" and adapter.device.type != "cuda":
@@ -144,9 +165,8 @@ def train(
     options = TrainOptions(config.gradient_checkpointing, config.mixed_precision, config.offload_vae)
     with adapter.training(config.token_string, leaves, options):
         state, message = _loop(run, sampler)
-        final = _save(run, paths.final, checkpoint=False)
-    run.say(message)
-    return TrainResult(state, run.step, final, run.files, run.losses, message, run.messages)
+        final = _save(run, run.paths.final, checkpoint=False)
+    return state, message, final
 
 
 def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
@@ -344,7 +364,10 @@ def _save(run: _Run, path: str, checkpoint: bool) -> str:
     vectors = {k: v.detach() for k, v in run.vectors.items()}
     save_embedding(path, vectors, run.config.token_string, run.step, _metadata(run))
     save_optimizer_state(run.paths.optimizer_file(run.step), run.optimizer.state_dict(), vectors)
-    if not checkpoint:  # the final file also stays among the checkpoints, for the test grid
+    if checkpoint:  # like the WebUI's own trainer: a crash leaves the embedding at its last checkpoint
+        save_embedding(run.paths.final, vectors, run.config.token_string, run.step, _metadata(run))
+        record_state(run.record, "running", run.step, "", path)
+    else:  # the final file also stays among the checkpoints, for the test grid
         save_embedding(run.paths.checkpoint(run.step), vectors, run.config.token_string, run.step, _metadata(run))
         run.files.append(run.paths.checkpoint(run.step))
     run.files.append(path)

@@ -172,13 +172,48 @@ def build_tab(
                 gr.HTML('<div id="ti_trainer_progress"></div><div id="ti_trainer_loss"></div>')
                 gallery = gr.Gallery(label="Previews", elem_id=f"{ELEM}_gallery", columns=4, height="auto")
                 output = gr.HTML(elem_id=f"{ELEM}_output")
+                run_choice, continue_button = _interrupted_runs(gr, actions)
                 checkpoint = _use_checkpoint(gr, actions)
                 id_task = gr.Textbox(visible=False, elem_id=f"{ELEM}_id_task")
         lists = _tools(gr, grid_actions, wrap_gpu, add_send_buttons, inspect_actions, queue_actions)
         _train_events(
             gr, actions, wrap_gpu, train_button, interrupt_button, id_task, inputs, gallery, output, checkpoint, lists
         )
+        _continue_events(gr, actions, wrap_gpu, continue_button, id_task, run_choice, gallery, output)
     return tab
+
+
+def _interrupted_runs(gr, actions: TabActions):
+    """Runs a crash, restart, Interrupt or Reload UI left with a checkpoint: one press continues each."""
+    runs = actions.runs()
+    with gr.Accordion("Interrupted runs", open=bool(runs), elem_id=f"{ELEM}_runs_section"):
+        with gr.Row():
+            choice = gr.Dropdown(
+                label="Continue from its last checkpoint (optimizer state and step count go on)",
+                choices=runs,
+                value=runs[0] if runs else None,
+                elem_id=f"{ELEM}_runs",
+                scale=4,
+            )
+            refresh = gr.Button("Refresh", elem_id=f"{ELEM}_runs_refresh", scale=1)
+        button = gr.Button("Continue", elem_id=f"{ELEM}_continue")
+
+    def refreshed():
+        labels = actions.runs()
+        return gr.update(choices=labels, value=labels[0] if labels else None)
+
+    refresh.click(fn=refreshed, inputs=[], outputs=[choice])
+    return choice, button
+
+
+def _continue_events(gr, actions, wrap_gpu, button, id_task, choice, gallery, output) -> None:
+    gpu_continue = wrap_gpu(lambda _id_task, picked: actions.continue_run(picked), extra_outputs=[[], ""])
+
+    def continue_unless_busy(id_task, picked):
+        busy = actions.busy()
+        return ([], message_html(busy, "warn")) if busy else gpu_continue(id_task, picked)
+
+    button.click(fn=continue_unless_busy, _js="ti_trainer_start", inputs=[id_task, choice], outputs=[gallery, output])
 
 
 def _tools(gr, grid_actions, wrap_gpu, add_send_buttons, inspect_actions, queue_actions) -> list:

@@ -48,6 +48,25 @@ class QueueActions:
             )
         return rows or [[""] * len(COLUMNS)]
 
+    def notice(self) -> str:
+        status = self.queue.status()
+        if not status["notice"] and not status["paused"]:
+            return ""
+        text = status["notice"] or "Paused."
+        return f'<div class="ti-trainer-msg ti-trainer-warn">{html.escape(text)}</div>'
+
+    def resume(self) -> tuple[list[list[Any]], str]:
+        count = self.queue.resume()
+        text = f"Resumed: {count} entr{'y' if count == 1 else 'ies'} to train." if count else "Nothing is waiting."
+        return self.table(), f'<div class="ti-trainer-msg ti-trainer-ok">{html.escape(text)}</div>'
+
+    def pause(self) -> tuple[list[list[Any]], str]:
+        self.queue.pause()
+        return self.table(), self.notice()
+
+    def refresh(self) -> tuple[list[list[Any]], str]:
+        return self.table(), self.notice()
+
     def add(self, folder: str, base_json: str, grid: bool) -> tuple[list[list[Any]], str]:
         try:
             base = json.loads(base_json) if base_json.strip() else {}
@@ -65,6 +84,8 @@ class QueueActions:
         text = f"Queued {len(added) - invalid} training(s)" + (
             f"; {invalid} invalid (see the table)" if invalid else ""
         )
+        if self.queue.paused:
+            text += "; the queue is paused: press Resume queue to start"
         kind = "warn" if invalid else "ok"
         return self.table(), f'<div class="ti-trainer-msg ti-trainer-{kind}">{html.escape(text)}.</div>'
 
@@ -74,8 +95,9 @@ def build_queue_section(gr, actions: QueueActions):
     gr.HTML(
         "<p>Each subfolder of the folder is a dataset; its token is the subfolder's name unless its own "
         "<code>ti_trainer.json</code> says otherwise (that file overrides the base config). Jobs run one "
-        "after another; a failed or invalid one is listed with the reason and the rest go on. The queue lasts "
-        "until the WebUI restarts.</p>"
+        "after another; a failed or invalid one is listed with the reason and the rest go on. The queue is kept on "
+        "disk: after a restart, an Interrupt or a Reload UI it waits, paused, until you press Resume queue (an "
+        "interrupted entry then goes on from its last checkpoint).</p>"
     )
     with gr.Row():
         folder = gr.Textbox(label="Folder of dataset folders", elem_id=f"{ELEM}_folder", scale=3)
@@ -89,8 +111,12 @@ def build_queue_section(gr, actions: QueueActions):
     with gr.Row():
         add = gr.Button("Add to queue", variant="primary", elem_id=f"{ELEM}_add")
         refresh = gr.Button("Refresh", elem_id=f"{ELEM}_refresh")
-    message = gr.HTML(elem_id=f"{ELEM}_message")
+        resume = gr.Button("Resume queue", elem_id=f"{ELEM}_resume")
+        pause = gr.Button("Pause after this entry", elem_id=f"{ELEM}_pause")
+    message = gr.HTML(value=actions.notice, elem_id=f"{ELEM}_message")
     table = gr.Dataframe(headers=COLUMNS, value=actions.table, interactive=False, elem_id=f"{ELEM}_table")
     add.click(fn=actions.add, inputs=[folder, base, grid], outputs=[table, message])
-    refresh.click(fn=actions.table, inputs=[], outputs=[table])  # javascript/ti_trainer.js presses it while busy
+    refresh.click(fn=actions.refresh, inputs=[], outputs=[table, message])  # javascript/ti_trainer.js presses it
+    resume.click(fn=actions.resume, inputs=[], outputs=[table, message])
+    pause.click(fn=actions.pause, inputs=[], outputs=[table, message])
     return table

@@ -15,11 +15,13 @@ from lib_ti.jobs.manager import ACTIVE, Host, Job, JobManager, check_all, no_loc
 from lib_ti.training.config import load_config_file, parse_config, save_config_file
 from lib_ti.training.model import ModelAdapter
 from lib_ti.training.paths import preview_caption
+from lib_ti.training.run_state import continue_request, resumable_runs
 from lib_ti.ui.form import FIELDS, config_to_values, values_to_dict, with_labels
 from lib_ti.ui.notes import setup_notes
 from lib_ti.ui.plot import loss_svg
 
 ELEM = "ti_trainer"
+RUN_SEP = " — in "
 
 
 def message_html(text: str, kind: str = "info") -> str:
@@ -108,8 +110,27 @@ class TabActions:
 
     def train(self, *values: Any) -> tuple[list[str], str]:
         """Runs in the caller's thread, which already holds the WebUI's GPU queue."""
+        return self._run(lambda: values_to_dict(values))
+
+    def runs(self) -> list[str]:
+        """The runs one action can continue (crash, restart, Interrupt, Reload UI), as dropdown labels."""
+        return [
+            f"{r['name']} — step {r['checkpoint_step']}/{r['max_steps']} ({r['state']}){RUN_SEP}{r['run_dir']}"
+            for r in resumable_runs(self.host.run_root(), self.manager.run_dirs())
+        ]
+
+    def continue_run(self, choice: str) -> tuple[list[str], str]:
+        """Continue the chosen run from its last checkpoint, with its optimizer state; like train otherwise."""
+        if not choice:
+            return [], message_html("Choose an interrupted run (press Refresh to list them).", "error")
+        run_dir = choice.rsplit(RUN_SEP, 1)[-1]
+        name = choice.split(" — ", 1)[0]
+        return self._run(lambda: continue_request(self.host.run_root(), self.manager.run_dirs(), run_dir, name))
+
+    def _run(self, make_config: Callable[[], dict[str, Any]]) -> tuple[list[str], str]:
         try:
-            parsed, adapter, notes = check_all(values_to_dict(values), self.adapter_factory, self.host)
+            self.manager.ensure_idle()  # before any check touches the model or the disk
+            parsed, adapter, notes = check_all(make_config(), self.adapter_factory, self.host)
             job = self.manager.create(parsed.config)
         except UserError as e:
             return [], error_html(e)

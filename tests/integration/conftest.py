@@ -14,6 +14,8 @@ def http():
     import requests
 
     session = requests.Session()
+    if os.environ.get("TI_TRAINER_API_AUTH"):  # a WebUI started with --api-auth user:pass
+        session.auth = tuple(os.environ["TI_TRAINER_API_AUTH"].split(":", 1))
     try:
         session.get(f"{URL}/ti-trainer/v1/version", timeout=10).raise_for_status()
     except Exception as e:

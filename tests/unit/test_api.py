@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import FolderHost, make_dataset, tiny_model
-from lib_ti.api.routes import basic_auth, create_router
+from lib_ti.api.routes import create_router
 from lib_ti.jobs.manager import JobManager
 
 pytestmark = pytest.mark.training
@@ -22,9 +22,10 @@ def api(tmp_path):
     manager = JobManager()
     interrupts = []
     app = FastAPI()
-    app.include_router(create_router(manager, host, lambda: model, lambda: interrupts.append(1)))
+    adapters = []
+    app.include_router(create_router(manager, host, lambda: adapters.append(1) or model, lambda: interrupts.append(1)))
     client = TestClient(app)
-    client.host, client.manager, client.interrupts = host, manager, interrupts
+    client.host, client.manager, client.interrupts, client.adapters = host, manager, interrupts, adapters
     client.data = make_dataset(str(tmp_path / "data"))
     return client
 
@@ -126,8 +127,10 @@ def test_a_second_job_while_one_waits_answers_409_and_interrupt_cancels_it(api):
     api.host.lock.acquire()  # the WebUI is busy generating: the job waits in the queue
     try:
         first = api.post("/ti-trainer/v1/train", json=body).json()
+        made = len(api.adapters)
         second = api.post("/ti-trainer/v1/train", json={**body, "token_string": "other"})
         assert second.status_code == 409 and "already" in second.json()["detail"]["message"]
+        assert len(api.adapters) == made  # refused before its checks touched the model the first job trains on
         assert api.post(f"/ti-trainer/v1/jobs/{first['job_id']}/interrupt").status_code == 200
     finally:
         api.host.lock.release()
@@ -150,14 +153,28 @@ def test_config_check_lists_unknown_and_ignored_keys(api):
     assert body["unknown_keys"] == ["whatever"] and "xformers" in body["ignored_keys"]
 
 
-def test_basic_auth_guards_the_routes():
-    app = FastAPI()
-    from fastapi import APIRouter
+def test_an_interrupted_run_is_listed_and_continued_in_one_request(api):
+    body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 6, "save_every_n_steps": 2}
+    original = api.host.progress
 
-    router = APIRouter(dependencies=[basic_auth("alice:secret")])
-    router.add_api_route("/x", lambda: {"ok": True})
-    app.include_router(router)
-    client = TestClient(app)
-    assert client.get("/x").status_code == 401
-    assert client.get("/x", auth=("alice", "wrong")).status_code == 401
-    assert client.get("/x", auth=("alice", "secret")).json() == {"ok": True}
+    def progress(job, record):
+        original(job, record)
+        if record.step == 3:
+            job.interrupt_requested = True
+
+    api.host.progress = progress
+    first = wait(api, api.post("/ti-trainer/v1/train", json=body).json()["job_id"])
+    assert first["state"] == "interrupted" and first["resumable"] and first["run_dir"].endswith("mystyle")
+    assert "POST /ti-trainer/v1/runs/continue" in first["messages"][-1]
+    api.host.progress = original
+    [run] = api.get("/ti-trainer/v1/runs", params={"resumable": True}).json()["runs"]
+    assert run["name"] == "mystyle" and run["checkpoint_step"] == 3 and run["state"] == "interrupted"
+
+    assert api.post("/ti-trainer/v1/runs/continue", json={}).status_code == 422
+    assert api.post("/ti-trainer/v1/runs/continue", json={"name": "nope"}).status_code == 422
+    response = api.post("/ti-trainer/v1/runs/continue", json={"name": "mystyle"})
+    assert response.status_code == 200, response.text
+    job = wait(api, response.json()["job_id"])
+    assert job["state"] == "done" and job["step"] == 6 and [s for s, _ in job["losses"]] == [4, 5, 6]
+    assert any("Resuming from mystyle-3.safetensors at step 3" in m for m in job["messages"])
+    assert api.get("/ti-trainer/v1/runs", params={"resumable": True}).json()["runs"] == []

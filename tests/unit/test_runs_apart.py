@@ -75,6 +75,7 @@ def test_a_shared_output_dir_gives_up_only_this_names_files(tmp_path):
         "mystyle-2.safetensors",
         "mystyle-config.json",
         "mystyle-log.csv",
+        "mystyle-state.json",  # the earlier run's state goes with it; the new run writes its own
     ]
     assert steps_logged(str(shared)) == [1, 2]
 
