@@ -50,6 +50,7 @@ from lib_ti.training import readback as readback_module  # noqa: E402
 from lib_ti.training.config import parse_config  # noqa: E402
 from lib_ti.training.model import TrainOptions, default_autocast, init_vectors  # noqa: E402
 from lib_ti.training.trainer import Services, diffusion_loss, train  # noqa: E402
+from tests.tiny_model import _Substitute  # noqa: E402  (the same placeholder splice as the unit tests' model)
 
 CLIP_VOCAB = 49408
 CLIP_L = dict(
@@ -187,29 +188,6 @@ def char_tokenizer_dir() -> str:
         with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
             f.write("#version: 0.2\n")
     return folder
-
-
-class _Substitute(torch.nn.Module):
-    """The placeholder positions' input embeddings replaced by the trained vectors (like the WebUI's
-    EmbeddingsWithFixes, row by row)."""
-
-    def __init__(self, wrapped: torch.nn.Embedding, key: str):
-        super().__init__()
-        self.wrapped, self.key = wrapped, key
-        self.fixes: list[list[int]] | None = None
-        self.vectors: dict[str, torch.Tensor] | None = None
-
-    def forward(self, input_ids):
-        embeds = self.wrapped(input_ids)
-        if not self.fixes or self.vectors is None:
-            return embeds
-        rows = []
-        for positions, row in zip(self.fixes, embeds):
-            for offset in positions:
-                vec = self.vectors[self.key].to(row.dtype)
-                row = torch.cat([row[:offset], vec, row[offset + vec.shape[0] :]])
-            rows.append(row)
-        return torch.stack(rows)
 
 
 class Timer:
