@@ -25,6 +25,21 @@ def make_dataset(folder: str, count: int = 4, caption: str | None = "mystyle", s
     return folder
 
 
+def train_values(tmp_path, **overrides) -> dict:
+    """A small training config (4 steps, checkpoints every 2) on a fresh dataset, as the training tests use it."""
+    values = dict(
+        train_data_dir=make_dataset(str(tmp_path / "data")),
+        token_string="mystyle",
+        init_word="painting",
+        max_train_steps=4,
+        save_every_n_steps=2,
+        learning_rate="0.01",
+        seed=1,
+    )
+    values.update(overrides)
+    return values
+
+
 def tiny_model(**kwargs) -> TinySD:
     return TinySD(**kwargs)
 

@@ -47,6 +47,25 @@ def _character_tokenizer() -> str:
     return folder
 
 
+def ids_and_fixes(tokenizer, tokenize, token_ids: list[int], num_vectors: int, prompts: list[str]):
+    """Token ids with n placeholder slots where the token stands, and the offsets of the slots that fit in 77."""
+    batch, fixes = [], []
+    for prompt in prompts:
+        ids = tokenize(prompt)
+        out, positions, i = [tokenizer.bos_token_id], [], 0
+        while i < len(ids):
+            if token_ids and ids[i : i + len(token_ids)] == token_ids:
+                positions.append(len(out))
+                out += [tokenizer.eos_token_id] * num_vectors
+                i += len(token_ids)
+            else:
+                out.append(ids[i])
+                i += 1
+        batch.append((out + [tokenizer.eos_token_id] * 77)[:77])
+        fixes.append([p for p in positions if p + num_vectors <= 77])
+    return torch.tensor(batch), fixes
+
+
 class _Substitute(torch.nn.Module):
     """Replaces the placeholder positions' input embeddings with the trained vectors (like EmbeddingsWithFixes)."""
 
@@ -160,24 +179,8 @@ class TinySD:
             self.token = None
 
     def _ids_and_fixes(self, prompts: list[str]) -> tuple[torch.Tensor, list[list[int]]]:
-        """Token ids with n placeholder slots where the token stands, and those slots' offsets."""
-        batch, fixes = [], []
         token_ids = self.token_ids(self.token) if self.token else []
-        for prompt in prompts:
-            ids = self.token_ids(prompt)
-            out, positions, i = [self.tokenizer.bos_token_id], [], 0
-            while i < len(ids):
-                if token_ids and ids[i : i + len(token_ids)] == token_ids:
-                    positions.append(len(out))
-                    out += [self.tokenizer.eos_token_id] * self.num_vectors
-                    i += len(token_ids)
-                else:
-                    out.append(ids[i])
-                    i += 1
-            out = (out + [self.tokenizer.eos_token_id] * 77)[:77]
-            batch.append(out)
-            fixes.append(positions)
-        return torch.tensor(batch), fixes
+        return ids_and_fixes(self.tokenizer, self.token_ids, token_ids, self.num_vectors, prompts)
 
     def encode_text(self, prompts: list[str], size: tuple[int, int]) -> torch.Tensor:
         ids, fixes = self._ids_and_fixes(prompts)

@@ -50,7 +50,7 @@ from lib_ti.training import readback as readback_module  # noqa: E402
 from lib_ti.training.config import parse_config  # noqa: E402
 from lib_ti.training.model import TrainOptions, default_autocast, init_vectors  # noqa: E402
 from lib_ti.training.trainer import Services, diffusion_loss, train  # noqa: E402
-from tests.tiny_model import _Substitute  # noqa: E402  (the same placeholder splice as the unit tests' model)
+from tests.tiny_model import _Substitute, ids_and_fixes  # noqa: E402  (the same placeholder splice as the unit tests' model)
 
 CLIP_VOCAB = 49408
 CLIP_L = dict(
@@ -331,22 +331,9 @@ class BenchSD:
             self.token = None
 
     def _ids_and_fixes(self, prompts: list[str]) -> tuple[torch.Tensor, list[list[int]]]:
-        batch, fixes = [], []
         token_ids = self.token_ids(self.token) if self.token else []
-        for prompt in prompts:
-            ids = self.token_ids(prompt)
-            out, positions, i = [self.tokenizer.bos_token_id], [], 0
-            while i < len(ids):
-                if token_ids and ids[i : i + len(token_ids)] == token_ids:
-                    positions.append(len(out))
-                    out += [self.tokenizer.eos_token_id] * self.num_vectors
-                    i += len(token_ids)
-                else:
-                    out.append(ids[i])
-                    i += 1
-            batch.append((out + [self.tokenizer.eos_token_id] * 77)[:77])
-            fixes.append([p for p in positions if p + self.num_vectors <= 77])
-        return self._to_device(torch.tensor(batch)), fixes
+        ids, fixes = ids_and_fixes(self.tokenizer, self.token_ids, token_ids, self.num_vectors, prompts)
+        return self._to_device(ids), fixes
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """Host data to the GPU without a sync (a plain .to(cuda) of pageable memory waits for the GPU's queue)."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_dataset, tiny_model
+from helpers import tiny_model, train_values
 from lib_ti.embeddings.files import load_embedding
 from lib_ti.embeddings.formats import read_embedding
 from lib_ti.embeddings.inspector import history
@@ -23,16 +23,7 @@ pytestmark = pytest.mark.training
 
 
 def run(tmp_path, model, messages=None, **overrides):
-    values = dict(
-        train_data_dir=make_dataset(str(tmp_path / "data")),
-        token_string="mystyle",
-        init_word="painting",
-        max_train_steps=4,
-        save_every_n_steps=2,
-        learning_rate="0.01",
-        seed=1,
-    )
-    values.update(overrides)
+    values = train_values(tmp_path, **overrides)
     services = Services(message=(messages if messages is not None else []).append)
     return train(parse_config(values).config, model, str(tmp_path / "emb"), str(tmp_path / "runs"), services)
 

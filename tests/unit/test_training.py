@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from helpers import make_dataset, tiny_model
+from helpers import tiny_model, train_values
 from lib_ti.training.config import parse_config
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import load_embedding
@@ -21,16 +21,7 @@ pytestmark = pytest.mark.training
 
 
 def config(tmp_path, **overrides):
-    values = dict(
-        train_data_dir=make_dataset(str(tmp_path / "data")),
-        token_string="mystyle",
-        init_word="painting",
-        max_train_steps=4,
-        save_every_n_steps=2,
-        learning_rate="0.01",
-        seed=1,
-    )
-    values.update(overrides)
+    values = train_values(tmp_path, **overrides)
     return parse_config(values).config
 
 
