@@ -263,7 +263,8 @@ class BenchSD:
         self.device, self.dtype, self.scale = device, torch.float32, spec["scale"]
         self.token: str | None = None
         self.num_vectors = 0
-        self.builtin = self.naive_attention = False  # what training() does: set by the bench per configuration
+        # what training() does: set by the bench per configuration
+        self.builtin = self.naive_attention = self.channels_last = False
         self.timer: Timer | None = None
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
         self._alphas = torch.cumprod(1 - betas, dim=0)
@@ -316,6 +317,8 @@ class BenchSD:
             self.unet.requires_grad_(True)  # the WebUI's trainer leaves the UNet trainable
         if self.naive_attention:
             self.unet.set_attn_processor(AttnProcessor())
+        if self.channels_last:  # NHWC convolutions: whether they beat the WebUI's NCHW layout is what is measured
+            self.unet.to(memory_format=torch.channels_last)
         try:
             yield
         finally:
@@ -326,6 +329,8 @@ class BenchSD:
                 self.unet.disable_gradient_checkpointing()
             if self.naive_attention:
                 self.unet.set_attn_processor(AttnProcessor2_0())
+            if self.channels_last:
+                self.unet.to(memory_format=torch.contiguous_format)
             for model in self.encoders.values():
                 model.get_input_embeddings().vectors = None
             self.token = None
@@ -367,7 +372,8 @@ class BenchSD:
         extra = {}
         if "text_embeds" in cond:
             extra["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
-        return self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=cond["context"], **extra).sample
+        noisy = noisy.to(self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        return self.unet(noisy, timesteps, encoder_hidden_states=cond["context"], **extra).sample
 
     def sample(self, prompts, seed, steps, size):
         return []  # previews are off in the benchmark
@@ -442,6 +448,7 @@ class Bench:
         model = self.get_model(cfg["family"])
         model.set_dtype(torch.float16 if cfg["precision"] == "fp16" else torch.bfloat16)
         model.builtin, model.naive_attention = cfg["builtin"], cfg.get("naive", False)
+        model.channels_last = cfg.get("channels_last", False)
         resolution = self.specs[cfg["family"]]["resolution"]
         values = dict(
             train_data_dir=self.dataset(resolution),
@@ -696,6 +703,8 @@ def configurations() -> list[dict]:
         c("sdxl-builtin-naive-attn-max", "sdxl", builtin=True, precision="fp16", ckpt=True, naive=True),
         c("sd15-ours-bf16-max-cudnn-benchmark", "sd15", cudnn_benchmark=True),
         c("sdxl-ours-bf16-max-cudnn-benchmark", "sdxl", cudnn_benchmark=True),
+        c("sd15-ours-bf16-max-channels-last", "sd15", channels_last=True),
+        c("sdxl-ours-bf16-max-channels-last", "sdxl", channels_last=True),
     ]
 
 

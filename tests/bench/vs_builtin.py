@@ -9,7 +9,8 @@ WebUI process's peak RSS during each run (CPU; reset through /proc/PID/clear_ref
 It also prints each trainer's mean loss over the last steps of a long run from the same start. Prints a table,
 asserts nothing.
 
-Also printed: each run pair's own s/step (the spread; the machine may be shared), a whole long run's time with
+Also printed: the CPU seconds the WebUI process used per step and per whole long run (all threads; steadier than
+wall time when other work shares the machine), each run pair's own s/step (the spread; the machine may be shared), a whole long run's time with
 preparation included and the ratio of those, and with --webui-dir the FLOPs of one step (counted on SD1.5, see
 step_flops.py) over s/step as a share of this CPU's fp32 matmul peak.
 """
@@ -61,6 +62,14 @@ def peak_rss_mb(pid: int, field: str = "VmHWM:") -> float:
 
 def rss_mb(pid: int) -> float:
     return peak_rss_mb(pid, "VmRSS:")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the whole process (all threads): less sensitive than wall time to other work
+    sharing the machine, which stretches a run's wall time but not the CPU time it needs."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_builtin(url: str, data: str, size: int, steps: int, log_dir: str) -> tuple[float, list[float]]:
@@ -157,6 +166,7 @@ def run_ours(url: str, data: str, size: int, steps: int) -> tuple[float, list[fl
 
 def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
     times = {t: {n: [] for n in (args.short, args.long)} for t in ("built-in", "TI Trainer")}
+    cpu = {t: {n: [] for n in (args.short, args.long)} for t in times}
     peaks = {t: [] for t in times}
     before = {t: [] for t in times}
     tail_loss = {t: [] for t in times}
@@ -166,11 +176,13 @@ def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
             for trainer in ("TI Trainer", "built-in"):  # ours first: its first peak is not on top of the built-in's
                 before[trainer].append(rss_mb(pid))  # the built-in leaves the UNet's weight gradients allocated
                 reset_peak(pid)
+                cpu_start = cpu_seconds(pid)
                 if trainer == "built-in":
                     elapsed, losses = run_builtin(args.url, args.data, size, steps, log_dir)
                 else:
                     elapsed, losses = run_ours(args.url, args.data, size, steps)
                 times[trainer][steps].append(elapsed)
+                cpu[trainer][steps].append(cpu_seconds(pid) - cpu_start)
                 peaks[trainer].append(peak_rss_mb(pid))
                 if steps == args.long and losses:
                     tail = losses[-max(1, len(losses) // 4) :]
@@ -180,8 +192,11 @@ def measure(args, pid: int, size: int) -> dict[str, dict[str, float]]:
     for trainer in times:
         per_step = statistics.median(times[trainer][args.long]) - statistics.median(times[trainer][args.short])
         each = [(b - a) / extra for a, b in zip(times[trainer][args.short], times[trainer][args.long])]
+        cpu_step = statistics.median(cpu[trainer][args.long]) - statistics.median(cpu[trainer][args.short])
         out[trainer] = {
             "s_step": per_step / extra,
+            "cpu_step": cpu_step / extra,  # CPU seconds of the WebUI process per step (all threads)
+            "cpu_whole": statistics.median(cpu[trainer][args.long]),
             "spread": (min(each), max(each)),  # each run pair's own estimate
             "whole": statistics.median(times[trainer][args.long]),  # a whole long run, preparation included
             "peak": max(peaks[trainer]),
@@ -198,13 +213,15 @@ def print_size(size: int, result: dict, flops: dict | None, peak: float) -> None
         used = f"{flops[trainer] / r['s_step'] / peak * 100:>6.1f}" if flops else "     -"
         print(
             f"{size:>6} {trainer:>11} {r['s_step']:>8.3f} {low:>7.3f}-{high:<7.3f} {r['whole']:>8.1f} "
-            f"{r['peak']:>12.0f} {r['loss']:>10.4f} {used}"
+            f"{r['cpu_step']:>9.3f} {r['cpu_whole']:>9.1f} {r['peak']:>12.0f} {r['loss']:>10.4f} {used}"
         )
     for trainer, r in result.items():
         print(f"{size:>6} {trainer:>11} first run: RSS {r['first'][0]:.0f} MB before, peak {r['first'][1]:.0f} MB")
     per_step = result["built-in"]["s_step"] / result["TI Trainer"]["s_step"]
     whole = result["built-in"]["whole"] / result["TI Trainer"]["whole"]
-    print(f"{size:>6} {'speed-up':>11} {per_step:>7.2f}x {'':>15} {whole:>7.2f}x")
+    cpu_step = result["built-in"]["cpu_step"] / result["TI Trainer"]["cpu_step"]
+    cpu_whole = result["built-in"]["cpu_whole"] / result["TI Trainer"]["cpu_whole"]
+    print(f"{size:>6} {'speed-up':>11} {per_step:>7.2f}x {'':>15} {whole:>7.2f}x {cpu_step:>8.2f}x {cpu_whole:>8.2f}x")
     if flops:
         print(
             f"{size:>6} FLOPs/step: TI Trainer {flops['TI Trainer'] / 1e12:.3f} T, built-in "
@@ -237,7 +254,8 @@ def main() -> None:
         peak = matmul_peak()
         print(f"fp32 matmul peak (2048², best of 3 s): {peak / 1e9:.1f} GFLOP/s on {os.cpu_count()} CPU(s)")
     print(
-        f"{'size':>6} {'trainer':>11} {'s/step':>8} {'spread':>15} {'whole s':>8} {'peak RSS MB':>12} "
+        f"{'size':>6} {'trainer':>11} {'s/step':>8} {'spread':>15} {'whole s':>8} {'CPU s/step':>9} {'CPU whole':>9} "
+        f"{'peak RSS MB':>12} "
         f"{'tail loss':>10} {'% peak':>6}"
     )
     for size in args.size:
