@@ -104,7 +104,7 @@ def _config_file(gr, actions: TabActions, inputs: list, message) -> None:
     ):
         with gr.Row():
             config_path = gr.Textbox(
-                label="Config file (JSON, or sd-scripts TOML) on this machine", elem_id=f"{ELEM}_config_path", scale=4
+                label="Config file (JSON or TOML) on this machine", elem_id=f"{ELEM}_config_path", scale=4
             )
             config_upload = gr.File(
                 label="or upload", file_types=[".json", ".toml"], elem_id=f"{ELEM}_config_upload", scale=2
