@@ -87,6 +87,7 @@ def on_ui_tabs():
         reload_embeddings=webui.reload_embeddings,
         bitsandbytes=webui.bitsandbytes_available,
         queue=ti.queue,
+        checkpoint_path=webui.checkpoint_path,
     )
     grid_actions = GridActions(
         run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),

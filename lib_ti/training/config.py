@@ -400,13 +400,19 @@ def config_to_json(config: TrainConfig) -> str:
     return json.dumps(config.to_dict(), indent=2)
 
 
-def save_config_file(config: TrainConfig, path: str) -> list[str]:
-    """JSON, or with a .toml name an sd-scripts ``--config_file``; returns notes on what kohya cannot take."""
+def save_config_file(config: TrainConfig, path: str, fmt: str = "", model: Any = None) -> list[str]:
+    """``fmt`` "json" (ours), "kohya_gui" (the kohya_ss GUI's TI tab; ``model``: a kohya_gui.ModelInfo) or "toml"
+    (sd-scripts' ``--config_file``); "" = by the name (.toml, else ours). Returns notes on what the target cannot
+    take."""
     from lib_ti.embeddings.files import atomic_write_bytes
 
-    if path.lower().endswith(".toml"):
+    if fmt == "toml" or (not fmt and path.lower().endswith(".toml")):
         from lib_ti.training.kohya_toml import save_kohya_config
 
         return save_kohya_config(config, path)
+    if fmt == "kohya_gui":
+        from lib_ti.training.kohya_gui import save_gui_config
+
+        return save_gui_config(config, path, model)
     atomic_write_bytes(path, config_to_json(config).encode("utf-8"))
     return []

@@ -262,6 +262,8 @@ def normalise_kohya(data: dict[str, Any], sd_scripts: bool = False) -> tuple[dic
 
         numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "float")}
         out.update({key: 0 for key, value in out.items() if value is False and ALIASES.get(key, key) in numeric})
+    if gui and "max_timestep" in out and _zero(out["max_timestep"]):
+        out["max_timestep"] = 1000  # the GUI passes max_timestep 0 as "not set": sd-scripts' full range
     if gui and _zero(out.get("seed", 1)):
         out["seed"] = -1  # the kohya_ss GUI passes seed 0 as "no seed"
     if gui and _blank(out.get("lr_scheduler_num_cycles")) and "lr_scheduler_num_cycles" in out:

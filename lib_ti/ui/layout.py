@@ -14,7 +14,7 @@ from lib_ti.ui.form import CONDITIONS, FIELDS, GROUPS, KOHYA, LOSS, values_to_di
 from lib_ti.ui.grid_section import GridActions, build_test_section
 from lib_ti.ui.inspect_section import InspectActions, build_inspect_section
 from lib_ti.ui.queue_section import QueueActions, build_queue_section
-from lib_ti.ui.tab import ELEM, TabActions, message_html
+from lib_ti.ui.tab import ELEM, SAVE_AS, TabActions, message_html
 
 GROUP_HINTS = {
     "Dataset": "How images become training examples: captions, templates, size.",
@@ -98,15 +98,24 @@ def _form(gr, defaults: list[Any]) -> dict[str, Any]:
 
 def _config_file(gr, actions: TabActions, inputs: list, message) -> None:
     with gr.Accordion(
-        "Config file: load or save the settings (JSON, sd-scripts TOML)", open=False, elem_id=f"{ELEM}_config"
+        "Config file: load or save the settings (JSON, kohya_ss GUI JSON, sd-scripts TOML)",
+        open=False,
+        elem_id=f"{ELEM}_config",
     ):
         with gr.Row():
             config_path = gr.Textbox(
-                label="Config file (JSON, or sd-scripts TOML) on this machine", elem_id=f"{ELEM}_config_path", scale=4
+                label="Config file (JSON or TOML) on this machine", elem_id=f"{ELEM}_config_path", scale=4
             )
             config_upload = gr.File(
                 label="or upload", file_types=[".json", ".toml"], elem_id=f"{ELEM}_config_upload", scale=2
             )
+        save_as = gr.Radio(
+            list(SAVE_AS),
+            value=next(iter(SAVE_AS)),
+            label="Save as",
+            info="The kohya_ss GUI's JSON loads in its Textual Inversion tab (Configuration file → Load)",
+            elem_id=f"{ELEM}_save_as",
+        )
         with gr.Row():
             load_button = gr.Button("Load config", elem_id=f"{ELEM}_load")
             save_button = gr.Button("Save config", elem_id=f"{ELEM}_save")
@@ -118,7 +127,7 @@ def _config_file(gr, actions: TabActions, inputs: list, message) -> None:
 
     load_button.click(fn=load, inputs=[config_path, config_upload], outputs=[*inputs, message])
     config_upload.upload(fn=lambda upload: load("", upload), inputs=[config_upload], outputs=[*inputs, message])
-    save_button.click(fn=actions.save, inputs=[config_path, pending, *inputs], outputs=[message, pending])
+    save_button.click(fn=actions.save, inputs=[config_path, pending, save_as, *inputs], outputs=[message, pending])
     config_path.change(fn=lambda _: "", inputs=[config_path], outputs=[pending])
 
 

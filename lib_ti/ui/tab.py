@@ -13,6 +13,7 @@ from lib_ti.embeddings.promote import use_checkpoint
 from lib_ti.errors import ConfigError, UserError
 from lib_ti.jobs.manager import ACTIVE, Host, Job, JobManager, check_all, no_lock, ordinary_word_note
 from lib_ti.training.config import load_config_file, parse_config, save_config_file
+from lib_ti.training.kohya_gui import ModelInfo
 from lib_ti.training.model import ModelAdapter
 from lib_ti.training.paths import preview_caption
 from lib_ti.training.run_state import continue_request, resumable_runs
@@ -22,6 +23,13 @@ from lib_ti.ui.plot import loss_svg
 
 ELEM = "ti_trainer"
 RUN_SEP = " — in "
+# Save config's "Save as" choices -> (format for save_config_file, file extension). Two formats share .json, so
+# the choice is explicit; a .toml name still means sd-scripts' TOML, as before the choice existed.
+SAVE_AS = {
+    "TI Trainer JSON": ("json", ".json"),
+    "kohya_ss GUI JSON (its Textual Inversion tab)": ("kohya_gui", ".json"),
+    "sd-scripts TOML (--config_file)": ("toml", ".toml"),
+}
 
 
 def message_html(text: str, kind: str = "info") -> str:
@@ -83,10 +91,11 @@ class TabActions:
         reload_embeddings: Callable[[], None] = lambda: None,
         bitsandbytes: Callable[[], bool] = lambda: False,
         queue: Any = None,
+        checkpoint_path: Callable[[str], str] = lambda name: "",
     ):
         self.manager, self.host, self.adapter_factory = manager, host, adapter_factory
         self.host_interrupt, self.reload_embeddings, self.bitsandbytes = host_interrupt, reload_embeddings, bitsandbytes
-        self.queue = queue
+        self.queue, self.checkpoint_path = queue, checkpoint_path
 
     def busy(self) -> str:
         """Why Train cannot start now (another job holds the trainer), or "" when it can."""
@@ -178,24 +187,44 @@ class TabActions:
             message_html(f"Loaded {os.path.basename(str(source))}.\n" + ("\n".join(notes) or "All keys were read."))
         ]
 
-    def save(self, path: str, pending: str, *values: Any) -> tuple[str, str]:
-        """Write the form as JSON; an existing file is replaced only when Save is pressed twice for it.
+    def save(self, path: str, pending: str, save_as: str, *values: Any) -> tuple[str, str]:
+        """Write the form in the chosen format; an existing file is replaced only when Save is pressed twice for it.
 
         Returns the message and the path waiting for that confirmation ("" when none).
         """
         path = os.path.expanduser((path or "").strip())
+        fmt, extension = SAVE_AS.get(save_as, SAVE_AS["TI Trainer JSON"])
         try:
             if not path:
                 raise UserError("Give a path to save the config to, e.g. /data/mystyle.json")
             parsed = parse_config(values_to_dict(values))
             if os.path.isdir(path):
-                path = os.path.join(path, f"{parsed.config.name}.json")
+                path = os.path.join(path, f"{parsed.config.name}{extension}")
+            if fmt == "json" and path.lower().endswith(".toml"):  # as before the choice existed
+                fmt, extension = "toml", ".toml"
+            if fmt != "json" and not path.lower().endswith(extension):
+                raise UserError(f"{save_as} needs a file name ending in {extension}: {path}")
             if os.path.exists(path) and pending != path:
                 return message_html(f"{path} exists. Press Save config again to overwrite it.", "warn"), path
-            notes = save_config_file(parsed.config, path)
+            model = self.model_info(parsed.config.model_name_or_path) if fmt == "kohya_gui" else None
+            notes = save_config_file(parsed.config, path, fmt, model)
         except UserError as e:
             return error_html(e), ""
-        return message_html("\n".join([f"Saved {path}", *notes]), "ok"), ""
+        what = {"kohya_gui": " for the kohya_ss GUI", "toml": " for sd-scripts"}.get(fmt, "")
+        return message_html("\n".join([f"Saved {path}{what}", *notes]), "ok"), ""
+
+    def model_info(self, name: str) -> ModelInfo:
+        """The checkpoint file and model type for the kohya_ss GUI: the named checkpoint's file when the WebUI knows
+        it (or the loaded model's when none is named); the type when that is the loaded model."""
+        try:
+            adapter = self.adapter_factory()
+        except UserError:
+            adapter = None
+        loaded = self.checkpoint_path(adapter.model_name) if adapter is not None else ""
+        path = self.checkpoint_path(name) if name else loaded
+        if adapter is None or (name and path != loaded):
+            return ModelInfo(path=path)
+        return ModelInfo(path, adapter.family, adapter.prediction_type, adapter.native_resolution)
 
     def checkpoints(self) -> list[str]:
         """The last job's checkpoints, newest first, for "Use a checkpoint as the embedding"."""

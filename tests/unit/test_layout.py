@@ -67,7 +67,7 @@ def test_every_webui_package_exports_the_same_names():
     expected = {
         "NAME", "WebUIHost", "WebUIInspection", "WebUIModel", "add_xyz_axes", "existing_embedding_names",
         "grid_after_training", "reload_embeddings", "run_grid_queued", "txt2img_defaults", "bitsandbytes_available",
-        "known_sampler", "sampler_names", "usable_embedding_names", "resolve_prompt_aliases",
+        "known_sampler", "sampler_names", "usable_embedding_names", "resolve_prompt_aliases", "checkpoint_path",
     }  # fmt: skip
     assert exported("a1111") == expected
     assert exported("forge") == expected

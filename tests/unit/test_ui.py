@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 
@@ -71,9 +72,9 @@ def test_save_asks_before_overwriting_an_existing_file(actions, tmp_path):
     path = tmp_path / "loaded.json"
     path.write_text("{}")
     values = form_values(train_data_dir="/d", token_string="mystyle")
-    message, pending = actions.save(str(path), "", *values)
+    message, pending = actions.save(str(path), "", "TI Trainer JSON", *values)
     assert "exists" in message and pending == str(path) and path.read_text() == "{}"
-    message, pending = actions.save(str(path), pending, *values)  # the second press overwrites
+    message, pending = actions.save(str(path), pending, "TI Trainer JSON", *values)  # the second press overwrites
     assert "Saved" in message and pending == "" and json.loads(path.read_text())["token_string"] == "mystyle"
 
 
@@ -125,7 +126,7 @@ def test_save_then_load_round_trips_the_form(actions, tmp_path):
         template_set="custom",
     )
     path = str(tmp_path / "cfg.json")
-    assert "Saved" in actions.save(path, "", *values)[0]
+    assert "Saved" in actions.save(path, "", "TI Trainer JSON", *values)[0]
     assert json.load(open(path))["num_vectors_per_token"] == 4
     loaded = actions.load(path)
     assert loaded[: len(FIELDS)] == values and "Loaded cfg.json" in loaded[-1]
@@ -138,3 +139,25 @@ def test_load_reports_unknown_keys_and_bad_files(actions, tmp_path):
     path.write_text("{not json")
     result = actions.load(str(path))
     assert result[: len(FIELDS)] == [None] * len(FIELDS) and "not valid JSON" in result[-1]
+
+
+def test_save_as_kohya_gui_json_names_what_it_cannot_take(actions, tmp_path):
+    model_file = tmp_path / "tiny-test.safetensors"
+    model_file.write_bytes(b"x")
+    actions.checkpoint_path = lambda name: str(model_file) if name == "tiny-test" else ""
+    gui = "kohya_ss GUI JSON (its Textual Inversion tab)"
+    values = form_values(train_data_dir="/d", token_string="mystyle", early_stopping_patience=30, seed=5)
+    message, _ = actions.save(str(tmp_path), "", gui, *values)  # a folder: <name>.json in it
+    data = json.loads((tmp_path / "mystyle.json").read_text())
+    assert "Saved" in message and "for the kohya_ss GUI" in message and "early_stopping_patience 30" in message
+    assert data["pretrained_model_name_or_path"] == str(model_file) and data["max_resolution"] == "64,64"
+    assert data["seed"] == 5 and data["template"] == "style template" and data["sdxl"] is False
+    loaded = actions.load(str(tmp_path / "mystyle.json"))  # and the tab reads it back
+    assert loaded[[f.key for f in FIELDS].index("seed")] == 5 and "Loaded mystyle.json" in loaded[-1]
+    other = form_values(train_data_dir="/d", token_string="mystyle", model_name_or_path="elsewhere [123]")
+    message = html.unescape(actions.save(str(tmp_path / "other.json"), "", gui, *other)[0])
+    assert "'elsewhere [123]' is not a file this WebUI knows" in message and "No model type known" in message
+    message, _ = actions.save(str(tmp_path / "x.toml"), "", gui, *values)
+    assert "needs a file name ending in .json" in message and not (tmp_path / "x.toml").exists()
+    message, _ = actions.save(str(tmp_path / "y.toml"), "", "TI Trainer JSON", *values)  # a .toml name: TOML
+    assert "for sd-scripts" in message and 'token_string = "mystyle"' in (tmp_path / "y.toml").read_text()

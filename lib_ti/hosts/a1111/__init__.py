@@ -7,6 +7,7 @@ What differs from Forge lives here (the model adapter, the embedding database); 
 from lib_ti.hosts.common.surface import bind
 from lib_ti.hosts.common.txt2img import txt2img_defaults as txt2img_defaults
 from lib_ti.hosts.common.ui_support import bitsandbytes_available as bitsandbytes_available
+from lib_ti.hosts.common.ui_support import checkpoint_path as checkpoint_path
 from lib_ti.hosts.common.ui_support import known_sampler as known_sampler
 from lib_ti.hosts.common.ui_support import sampler_names as sampler_names
 from lib_ti.hosts.a1111 import embedding_db

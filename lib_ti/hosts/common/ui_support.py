@@ -1,11 +1,12 @@
 """What the tab asks of the WebUI beyond training, the same in both WebUIs: its samplers, whether 8-bit AdamW
-exists. (Usable embeddings come from each WebUI's embedding database.)"""
+exists, where a checkpoint's file is. (Usable embeddings come from each WebUI's embedding database.)"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
-from modules import sd_samplers, sd_schedulers
+from modules import sd_models, sd_samplers, sd_schedulers
 
 
 def sampler_names() -> list[str]:
@@ -29,3 +30,13 @@ def known_sampler(name: str) -> bool:
 
 def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def checkpoint_path(name: str) -> str:
+    """The file of the checkpoint the WebUI knows by this name (title, name, hash, or a file path); "" if none."""
+    name = (name or "").strip()
+    if name and os.path.isfile(name):
+        return os.path.abspath(name)
+    info = sd_models.get_closet_checkpoint_match(name) if name else None
+    filename = getattr(info, "filename", "") or ""
+    return os.path.abspath(filename) if filename and os.path.isfile(filename) else ""
