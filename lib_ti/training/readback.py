@@ -39,8 +39,12 @@ class _Pending:
     step: int
     check: torch.Tensor  # [loss, vectors all finite], still on the device
     lr: float
-    prompt: str
+    batches: list[tuple[list[str], tuple[int, int]]]  # each batch's prompts and image size
     vectors: dict[str, torch.Tensor]  # a copy of the vectors after this step
+
+    @property
+    def prompt(self) -> str:
+        return self.batches[-1][0][0] if self.batches and self.batches[-1][0] else ""
 
 
 class StepReader:
@@ -64,11 +68,11 @@ class StepReader:
             else None
         )
 
-    def add(self, loss: torch.Tensor, lr: float, prompt: str) -> None:
+    def add(self, loss: torch.Tensor, lr: float, batches: list[tuple[list[str], tuple[int, int]]]) -> None:
         vectors = {k: v.detach().clone() for k, v in self.run.vectors.items()}
         finite = torch.stack([torch.isfinite(v).all() for v in vectors.values()]).all()
         check = torch.stack([loss.detach().float().reshape(()), finite.float()])
-        self.pending.append(_Pending(self.run.step, check, lr, prompt, vectors))
+        self.pending.append(_Pending(self.run.step, check, lr, batches, vectors))
 
     def due(self) -> bool:
         step, config = self.run.step, self.run.config
@@ -93,6 +97,9 @@ class StepReader:
             if not math.isfinite(loss) or not finite:
                 self._end_at(p.step - 1, self.good)
                 if not math.isfinite(loss):
+                    prompts = non_finite_conditioning(run.adapter, config.mixed_precision, p.batches)
+                    if prompts:
+                        return "failed", _conditioning_message(loss, p.step, run.step, prompts)
                     return "failed", (
                         f"The loss became {loss} at step {p.step}, so training stopped and kept the last "
                         f"finite vectors (step {run.step}). Try a lower learning_rate, or mixed_precision 'no'."
@@ -123,3 +130,27 @@ class StepReader:
             for t in state.values()
         ):
             optimizer.state.clear()  # stepped with a non-finite gradient: a resumed run starts it afresh
+
+
+def non_finite_conditioning(adapter: Any, mixed_precision: str, batches: list[tuple[list[str], tuple[int, int]]]):
+    """The prompts of the first batch whose text-encoder output is not finite with the vectors in use now (the
+    failing step's), encoded as that step encoded them; [] when every output is finite. Run only after a
+    non-finite loss, so training pays nothing for it."""
+    with torch.no_grad(), adapter.autocast(mixed_precision):
+        for prompts, size in batches:
+            cond = adapter.encode_text(prompts, size)
+            tensors = cond.values() if isinstance(cond, dict) else cond if isinstance(cond, (list, tuple)) else [cond]
+            if not all(torch.isfinite(t).all() for t in tensors if torch.is_tensor(t)):
+                return prompts
+    return []
+
+
+def _conditioning_message(loss: float, step: int, kept: int, prompts: list[str]) -> str:
+    named = repr(prompts[0]) if len(prompts) == 1 else "the batch " + ", ".join(repr(p) for p in prompts)
+    return (
+        f"The loss became {loss} at step {step}: the text encoder's output for {named} was not finite, while the "
+        f"vectors were, so training stopped and kept the last finite vectors (step {kept}). A lower learning_rate "
+        "does not help with this, and the same prompt fails in txt2img too. With the WebUI's 'Original' emphasis "
+        "mode, a text encoder whose output averages to exactly 0 (one with random, untrained weights) does this; "
+        "the emphasis mode 'No norm', other captions or another model avoid it."
+    )

@@ -269,10 +269,10 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
         lr = schedule.rate(run.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        loss, prompt = _accumulate(run, sampler, alphas, scaler)
+        loss, batches = _accumulate(run, sampler, alphas, scaler)
         _optimizer_step(run, scaler)
         run.step += 1
-        steps.add(loss, lr, prompt)
+        steps.add(loss, lr, batches)
         if steps.due():
             end = steps.read()
             if end:
@@ -281,10 +281,13 @@ def _loop(run: _Run, sampler: BatchSampler) -> tuple[str, str]:
     return "done", f"Trained {run.config.token_string!r} to step {run.step} in {took:.1f} s of steps."
 
 
-def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) -> tuple[torch.Tensor, str]:
-    """Forward and backward over gradient_accumulation_steps batches; the mean loss (on the device) and one prompt."""
+def _accumulate(
+    run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler
+) -> tuple[torch.Tensor, list[tuple[list[str], tuple[int, int]]]]:
+    """Forward and backward over gradient_accumulation_steps batches; the mean loss (on the device) and each
+    batch's prompts and image size, to find a non-finite text-encoder output again if the loss was not finite."""
     config, adapter = run.config, run.adapter
-    total, prompt, count = 0.0, "", 0
+    total, batches = 0.0, []
     for _ in range(config.gradient_accumulation_steps):
         latents, prompts = sampler.next_batch(run.step)
         latents = latents.to(adapter.device)
@@ -295,10 +298,10 @@ def _accumulate(run: _Run, sampler: BatchSampler, alphas: torch.Tensor, scaler) 
             loss = loss / config.gradient_accumulation_steps
         (scaler.scale(loss) if scaler else loss).backward()
         total = total + loss.detach()
-        prompt, count = prompts[0], count + 1
+        batches.append((prompts, (latents.shape[2] * 8, latents.shape[3] * 8)))
         if sampler.epoch_ended:  # sd-scripts steps at the end of an epoch even with fewer batches accumulated
             break
-    return total * config.gradient_accumulation_steps / count, prompt
+    return total * config.gradient_accumulation_steps / len(batches), batches
 
 
 def _optimizer_step(run: _Run, scaler) -> None:

@@ -136,6 +136,27 @@ def test_nan_loss_stops_and_keeps_the_last_finite_vectors(tmp_path):
     assert torch.isfinite(vectors["clip_l"]).all() and torch.equal(vectors["clip_l"], checkpoint["clip_l"])
 
 
+def test_a_non_finite_text_encoder_output_is_named_with_its_prompt_instead_of_blaming_the_learning_rate(tmp_path):
+    """A text encoder that turns finite vectors into NaN (the WebUI's emphasis divides by the output's mean, which a
+    random-weight CLIP makes exactly 0 for some prompts) is not fixed by a lower learning rate: say what failed."""
+    model = tiny_model()
+    encode, calls, prompts = model.encode_text, [], []
+
+    def poisoned(texts, size):
+        calls.append(1)
+        prompts.append(list(texts))
+        out = encode(texts, size)
+        return out * float("nan") if len(calls) >= 3 else out
+
+    model.encode_text = poisoned
+    result = run(tmp_path, model, max_train_steps=6)
+    assert result.state == "failed" and result.step == 2
+    assert "loss became nan at step 3" in result.message and "text encoder" in result.message
+    assert repr(prompts[2][0]) in result.message and "lower learning_rate does not help" in result.message
+    vectors, _ = load_embedding(result.final_path)
+    assert torch.isfinite(vectors["clip_l"]).all()
+
+
 def test_an_existing_embedding_is_not_overwritten_without_asking(tmp_path):
     (tmp_path / "emb").mkdir()
     existing = tmp_path / "emb" / "mystyle.safetensors"
