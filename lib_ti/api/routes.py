@@ -217,10 +217,18 @@ def create_router(
         """Validate the kohya-style config, then train in the background on the loaded model."""
         return start_job(config)
 
+    def refuse_if_busy() -> None:
+        """409 before anything else, as the tab's Train answers; ``manager.create`` still decides for good."""
+        try:
+            manager.ensure_idle()
+        except Busy as e:
+            raise HTTPException(status_code=409, detail=error_detail(e)) from None
+
     def start_job(config: dict[str, Any]) -> TrainResponse:
+        refuse_if_busy()
         try:
             parsed = parse_config(config)
-            manager.ensure_idle()  # the checks below touch the model: never while another job trains on it
+            manager.ensure_idle()  # again: the checks below touch the model, never while another job trains on it
             adapter = adapter_factory()
             notes = preflight(parsed, adapter, host)
             job = manager.create(parsed.config)
@@ -245,6 +253,7 @@ def create_router(
     )
     def continue_run(body: dict[str, Any] = Body(..., description=CONTINUE_DOC)) -> TrainResponse:
         """Continue an interrupted run (crash, restart, Interrupt, Reload UI) from its last checkpoint."""
+        refuse_if_busy()
         config = _answer(
             True,
             "run",

@@ -138,6 +138,25 @@ def test_a_second_job_while_one_waits_answers_409_and_interrupt_cancels_it(api):
     assert job["state"] == "interrupted" and job["step"] == 0
 
 
+def test_a_busy_trainer_answers_409_before_reading_the_config(api):
+    """Like the tab's Train: while a job runs, any request (even a broken one) hears that first."""
+    body = {"train_data_dir": api.data, "token_string": "mystyle", "max_train_steps": 2}
+    api.host.lock.acquire()
+    try:
+        first = api.post("/ti-trainer/v1/train", json=body).json()
+        for bad in ({**body, "token_string": "my style"}, {"max_train_steps": "many"}):
+            response = api.post("/ti-trainer/v1/train", json=bad)
+            assert response.status_code == 409 and "already" in response.json()["detail"]["message"]
+        response = api.post("/ti-trainer/v1/runs/continue", json={"name": "nope"})
+        assert response.status_code == 409 and "already" in response.json()["detail"]["message"]
+        api.post(f"/ti-trainer/v1/jobs/{first['job_id']}/interrupt")
+    finally:
+        api.host.lock.release()
+    wait(api, first["job_id"])
+    response = api.post("/ti-trainer/v1/train", json={**body, "token_string": "my style"})
+    assert response.status_code == 422  # once idle, the config's own problems
+
+
 def test_unknown_job_is_404(api):
     assert api.get("/ti-trainer/v1/jobs/nope").status_code == 404
     assert api.post("/ti-trainer/v1/jobs/nope/interrupt").status_code == 404
