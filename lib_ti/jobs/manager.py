@@ -260,10 +260,15 @@ def _services(job: Job, host: Host) -> Services:
     def should_stop() -> bool:
         return job.interrupt_requested or host.should_stop()
 
+    def message(text: str) -> None:
+        """The checks before the job read the dataset too: what they said already is not said again."""
+        if text not in job.messages:
+            job.messages.append(text)
+
     return Services(
         progress=progress,
         should_stop=should_stop,
-        message=job.messages.append,
+        message=message,
         samples=samples,
     )
 

@@ -184,8 +184,9 @@ def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
         run.say(note)
     run.say(
         f"{len(dataset.items)} image(s), {plan.images_with_repeats} with repeats, at {resolution} px, seed {seed}, "
-        f"{adapter.family} model {adapter.model_name}. Length: {length.explanation}"
+        f"{adapter.family} model {adapter.model_name}."
     )
+    run.say(f"Length: {length.explanation}")  # worded as the checks before a job say it: a job says it once
     read = time.perf_counter()
     cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
     count = sum(len(z) for z in cache.latents)

@@ -43,6 +43,17 @@ def test_train_button_trains_and_reports(actions, tmp_path):
     assert "<svg" in html  # the run's own loss curve, in its result
 
 
+def test_the_result_says_each_thing_once(actions, tmp_path):
+    """The checks before the job and the trainer both read the dataset: the result says its length once."""
+    data = make_dataset(str(tmp_path / "data"))
+    os.makedirs(os.path.join(data, "notes"))  # a subfolder without '<repeats>_': a dataset note
+    values = form_values(train_data_dir=data, token_string="mystyle", max_train_steps=2, sample_every_n_steps=0)
+    _, html = actions.train(*values)
+    assert "Done" in html and html.count("Length: ") == 1
+    messages = actions.manager.current().messages
+    assert len(messages) == len(set(messages)), messages
+
+
 def test_train_button_with_bad_input_shows_the_message_and_starts_nothing(actions):
     gallery, html = actions.train(*form_values(train_data_dir="", token_string="bad token"))
     assert gallery == [] and "ti-trainer-error" in html
