@@ -101,9 +101,10 @@ class BatchQueue:
         poll: float = 1.0,
         store: str = "",
         continue_config: Callable[[Entry], dict[str, Any] | None] | None = None,
+        resume_step: Callable[[Entry], int | None] | None = None,
     ):
         self.manager, self.run_job, self.run_grid, self.poll = manager, run_job, run_grid, poll
-        self.store, self.continue_config = store, continue_config
+        self.store, self.continue_config, self.resume_step = store, continue_config, resume_step
         self.entries: list[Entry] = []
         self.paused = False
         self.notice = ""
@@ -235,10 +236,8 @@ class BatchQueue:
         for entry in self.entries:
             if entry.state == "running":
                 entry.state, entry.resume, cut = "interrupted", True, cut + 1
-                entry.error = (
-                    "The WebUI stopped while this entry was training; resume the queue to continue it from its "
-                    "last checkpoint."
-                )
+                entry.error = "The WebUI stopped while this entry was training; resume the queue to continue it"
+                entry.error += self._from_where(entry) + "."
         waiting = sum(e.state in ("queued", "interrupted") for e in self.entries)
         if waiting:
             self.paused = True
@@ -250,6 +249,18 @@ class BatchQueue:
             )
         if self.entries:
             self._save()
+
+    def _from_where(self, entry: Entry) -> str:
+        """Where continuing starts, which is also the step the entry shows: the queue file has the last step
+        it saw, but training goes on from the run's last checkpoint."""
+        try:
+            step = self.resume_step(entry) if self.resume_step is not None else None
+        except UserError:  # e.g. finished outside the queue: said when it is resumed
+            step = None
+        if step is None:
+            return " from its last checkpoint"
+        entry.step = step
+        return f" from its checkpoint at step {step}" if step else " from the start (it saved no checkpoint)"
 
 
 def read_queue_file(path: str) -> tuple[list[Entry], str]:
@@ -287,20 +298,37 @@ def job_runner(manager: JobManager, host, adapter_factory) -> Callable[[Job, Any
     return run
 
 
+def _entry_run(entry: Entry, run_root: str):
+    """The entry's run record and how it stands (None, None when it never started); a run finished outside
+    the queue is refused."""
+    config = parse_config(entry.config).config
+    record = read_run_state(os.path.join(run_dir_for(config, run_root), config.name + STATE_SUFFIX))
+    described = describe(record) if record is not None else None
+    if described and described["state"] == "done":
+        raise UserError(f"The run {config.name!r} was finished outside the queue (step {described['step']}).")
+    return record, described
+
+
 def continue_from_checkpoint(run_root: Callable[[], str]) -> Callable[[Entry], dict[str, Any] | None]:
     """For an interrupted entry: its run's config from the last checkpoint, or None to start it again."""
 
     def config_for(entry: Entry) -> dict[str, Any] | None:
-        config = parse_config(entry.config).config
-        record = read_run_state(os.path.join(run_dir_for(config, run_root()), config.name + STATE_SUFFIX))
-        described = describe(record) if record is not None else None
-        if described and described["state"] == "done":
-            raise UserError(f"The run {config.name!r} was finished outside the queue (step {described['step']}).")
+        record, described = _entry_run(entry, run_root())
         if not described or not described["resumable"]:
             return None
         return continue_config(record)
 
     return config_for
+
+
+def resume_step_of(run_root: Callable[[], str]) -> Callable[[Entry], int]:
+    """For an interrupted entry: the step continuing it starts from (0: it starts again)."""
+
+    def step_of(entry: Entry) -> int:
+        _, described = _entry_run(entry, run_root())
+        return described["checkpoint_step"] if described and described["resumable"] else 0
+
+    return step_of
 
 
 def queue_request(body: dict[str, Any], queue: BatchQueue) -> list[Entry]:

@@ -8,7 +8,7 @@ from types import ModuleType
 
 from lib_ti.jobs.manager import JobManager
 from lib_ti.jobs.owner import process_owned
-from lib_ti.jobs.queue import BatchQueue, continue_from_checkpoint, job_runner
+from lib_ti.jobs.queue import BatchQueue, continue_from_checkpoint, job_runner, resume_step_of
 
 QUEUE_FILE = "queue.json"
 
@@ -34,5 +34,6 @@ def build_runtime(webui: ModuleType) -> Runtime:
         lambda entry: webui.grid_after_training(entry.final_path, api_host.run_root(), "none", owns_state=True),
         store=os.path.join(api_host.run_root(), QUEUE_FILE),
         continue_config=continue_from_checkpoint(api_host.run_root),
+        resume_step=resume_step_of(api_host.run_root),
     )
     return Runtime(manager, api_host, queue)

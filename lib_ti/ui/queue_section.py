@@ -14,9 +14,10 @@ COLUMNS = ["entry", "state", "progress", "token", "file", "message"]
 
 
 def progress_text(entry: dict[str, Any], job: Any) -> str:
-    """step/max and percent for the running entry (with its ETA); the last step for finished ones."""
+    """step/max and percent for the running entry (with its ETA); the last step for finished ones. After a
+    restart (no job yet) an interrupted entry shows the step continuing it starts from."""
     if job is None:
-        return ""
+        return f"step {entry.get('step', 0)}" if entry["state"] == "interrupted" else ""
     total = job.max_steps or 1
     text = f"{job.step}/{job.max_steps}"
     if entry["state"] == "running":

@@ -14,7 +14,7 @@ from helpers import FolderHost, make_dataset, tiny_model
 from lib_ti.api.routes import create_router
 from lib_ti.jobs.manager import JobManager
 from lib_ti.jobs.owner import process_owned
-from lib_ti.jobs.queue import BatchQueue, continue_from_checkpoint, job_runner, queue_request
+from lib_ti.jobs.queue import BatchQueue, continue_from_checkpoint, job_runner, queue_request, resume_step_of
 
 pytestmark = pytest.mark.training
 
@@ -28,6 +28,7 @@ def make_queue(tmp_path, host=None, manager=None) -> BatchQueue:
         poll=0.01,
         store=str(tmp_path / "runs" / "queue.json"),
         continue_config=continue_from_checkpoint(host.run_root),
+        resume_step=resume_step_of(host.run_root),
     )
     queue.host = host
     return queue
@@ -170,3 +171,28 @@ def test_an_entry_continued_outside_the_queue_is_not_trained_again(tmp_path):
     with pytest.raises(UserError, match="finished outside the queue"):
         config_for(Entry("e", "elsewhere", config, state="queued", resume=True))
     assert config_for(Entry("f", "fresh", {**config, "token_string": "fresh"}, resume=True)) is None  # starts anew
+
+
+def test_after_a_restart_an_entry_shows_the_step_it_continues_from(tmp_path):
+    """The queue file keeps the last step it saw (5); continuing starts from the last checkpoint (4)."""
+    from lib_ti.training.run_state import RunState, write_run_state
+
+    config = configs(tmp_path, "cut", steps=6)[0]
+    run_dir = tmp_path / "runs" / "cut"
+    run_dir.mkdir(parents=True)
+    for step in (2, 4):
+        (run_dir / f"cut-{step}.safetensors").write_bytes(b"")
+    write_run_state(RunState("running", "cut", str(run_dir), "", 5, 6, config=config))  # cut off after step 5
+    fresh = {**config, "token_string": "fresh"}  # cut off before its first checkpoint: starts again
+    entry = {"label": "cut", "config": config, "state": "running", "step": 5, "job_id": "old"}
+    store = tmp_path / "runs" / "queue.json"
+    store.write_text(
+        json.dumps({"version": 1, "entries": [{**entry, "id": "a"}, {**entry, "id": "b", "config": fresh}]})
+    )
+    queue = make_queue(tmp_path)
+    [cut, again] = queue.snapshot()
+    assert (cut["state"], cut["step"]) == ("interrupted", 4) and "step 4" in cut["error"]
+    assert (again["state"], again["step"]) == ("interrupted", 0) and "from the start" in again["error"]
+    from lib_ti.ui.queue_section import QueueActions
+
+    assert [row[2] for row in QueueActions(queue).table()] == ["step 4", "step 0"]
