@@ -62,6 +62,14 @@ def _aside_folder(paths: RunPaths, files: list[tuple[str, int | None]]) -> str:
     return target
 
 
+def is_aside_of(folder: str, run_dir: str) -> bool:
+    """Whether ``folder`` is where :func:`set_aside` moved a run of ``run_dir`` (``<run_dir>.<start time>``)."""
+    base = re.escape(os.path.basename(os.path.normpath(run_dir)))
+    return os.path.dirname(os.path.normpath(folder)) == os.path.dirname(os.path.normpath(run_dir)) and bool(
+        re.fullmatch(rf"{base}\.\d{{8}}-\d{{6}}(?:-\d+)?", os.path.basename(os.path.normpath(folder)))
+    )
+
+
 def set_aside(paths: RunPaths) -> str | None:
     """Move an earlier run's files out of the run folder; returns where they went, or None if there were none.
 

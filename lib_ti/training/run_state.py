@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from lib_ti.embeddings.files import atomic_write_bytes, load_embedding
 from lib_ti.errors import UserError
+from lib_ti.training.earlier_runs import is_aside_of
 from lib_ti.training.paths import list_checkpoints
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RunState:
     pid: int = 0
     process: str = ""  # the process's start time, so a reused pid is not taken for the run's own
     updated: float = 0.0
+    aside_of: str = ""  # set when read: the folder a later run of this name moved it out of
 
     @property
     def path(self) -> str:
@@ -87,7 +89,8 @@ def read_run_state(path: str) -> RunState | None:
         run = RunState(**{k: v for k, v in data.items() if k in known})
     except (OSError, ValueError, TypeError):
         return None
-    run.run_dir = os.path.dirname(os.path.abspath(path))  # the folder it is in, wherever it was moved
+    recorded, run.run_dir = run.run_dir, os.path.dirname(os.path.abspath(path))  # wherever it was moved
+    run.aside_of = recorded if recorded and is_aside_of(run.run_dir, recorded) else ""
     return run
 
 
@@ -158,8 +161,10 @@ def describe(run: RunState) -> dict[str, Any]:
     """What the tab and the API list: the state a user should see and whether one action can continue it."""
     state, why = effective_state(run)
     step, checkpoint = latest_checkpoint(run)
-    resumable = state in ("interrupted", "failed") and bool(checkpoint)
-    if state in ("interrupted", "failed") and not checkpoint:
+    resumable = state in ("interrupted", "failed") and bool(checkpoint) and not run.aside_of
+    if run.aside_of:
+        why = moved_aside_note(run)
+    elif state in ("interrupted", "failed") and not checkpoint:
         why = (why + " " if why else "") + "No checkpoint was saved before it stopped; train it again."
     return {
         "name": run.name,
@@ -174,6 +179,16 @@ def describe(run: RunState) -> dict[str, Any]:
         "final_path": run.final_path,
         "updated": run.updated,
     }
+
+
+def moved_aside_note(run: RunState) -> str:
+    """Why a run that a later run moved aside is not continued: it would go on in the later run's folder and
+    replace that run's embedding. Its checkpoints stay usable (as ``weights``, or 'Use a checkpoint')."""
+    return (
+        f"Moved aside from {run.aside_of} by a later '{run.name}' run: kept as it was, not continued (that would "
+        "mix it into the later run and replace its embedding). To go on from one of its checkpoints, train with "
+        "it as weights under another output_name."
+    )
 
 
 def find_runs(run_root: str, extra_dirs: list[str] | tuple[str, ...] = ()) -> list[RunState]:
@@ -211,6 +226,8 @@ def continue_config(run: RunState) -> dict[str, Any]:
     the user put there under the same name is refused.
     """
     described = describe(run)
+    if run.aside_of:
+        raise UserError(f"{run.run_dir}: {moved_aside_note(run)}")
     if described["state"] == "running":
         raise UserError(f"The run {run.name!r} is still training ({described['message'] or 'in this WebUI'}).")
     if not described["checkpoint"]:

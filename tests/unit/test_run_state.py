@@ -231,3 +231,21 @@ def test_keep_runs_apart_moves_only_for_later_checkpoints(tmp_path):
     note = keep_runs_apart(paths, 2, continuing=True)  # from an earlier one: the run moves aside, steps <= 2 back
     assert note and "moved to" in note
     assert sorted(os.listdir(run_dir)) == ["mystyle-2.safetensors", "mystyle-log.csv"]  # the new run writes its state
+
+
+def test_a_run_a_later_run_moved_aside_is_listed_but_not_offered(tmp_path):
+    """Continuing it would write into the later run's folder and replace its embedding: it is kept, not offered."""
+    config = parse_config(settings(tmp_path)).config
+    for _ in range(2):  # the second run (overwrite) moves the first, interrupted at step 3, aside
+        calls = []
+        stop = Services(should_stop=lambda: calls.append(1) or len(calls) > 3)
+        assert train(config, tiny_model(), str(tmp_path / "emb"), str(tmp_path / "runs"), stop).state == "interrupted"
+        config = parse_config(settings(tmp_path, overwrite=True)).config
+    [aside] = [d for d in os.listdir(tmp_path / "runs") if d.startswith("mystyle.")]
+    [offered] = resumable_runs(str(tmp_path / "runs"))
+    assert offered["run_dir"] == str(tmp_path / "runs" / "mystyle")
+    listed = {r.run_dir: describe(r) for r in find_runs(str(tmp_path / "runs"))}
+    moved = listed[str(tmp_path / "runs" / aside)]
+    assert not moved["resumable"] and "Moved aside" in moved["message"]
+    with pytest.raises(UserError, match="Moved aside"):
+        continue_request(str(tmp_path / "runs"), [], str(tmp_path / "runs" / aside))
