@@ -10,13 +10,14 @@ function ti_trainer_start() {
     var gallery = gradioApp().getElementById('ti_trainer_gallery');
     ti_trainer_clear_loss(); // never show an earlier job's curve beside this press's result
     // The live curve is read only while this press's task holds the GPU queue, so it is this run's curve.
-    // A press that is refused at once (another job trains) never gets a task: end its bar after 5 s.
+    // A press that is refused at once (another job trains) has its task marked finished by the server, so this
+    // bar ends at its next poll.
     requestProgress(id, container, gallery, function() {
         if (ti_trainer_live_task === id) ti_trainer_live_task = null;
         ti_trainer_clear_loss();
     }, function(res) {
         if (res.active) ti_trainer_refresh_loss(id);
-    }, 5);
+    });
     var args = Array.from(arguments);
     args[0] = id;
     return args;

@@ -2,7 +2,7 @@
 
 import os
 
-from modules import call_queue, infotext_utils, script_callbacks, scripts, shared
+from modules import call_queue, infotext_utils, progress, script_callbacks, scripts, shared
 
 # The WebUI puts the extension root on sys.path while this file loads: import the package now.
 from lib_ti import hosts
@@ -88,6 +88,7 @@ def on_ui_tabs():
         bitsandbytes=webui.bitsandbytes_available,
         queue=ti.queue,
         checkpoint_path=webui.checkpoint_path,
+        finish_task=progress.finish_task,  # a refused press ends the progress bar it opened
     )
     grid_actions = GridActions(
         run=lambda request, stop: webui.run_grid_queued(request, host.run_root(), False, stop),

@@ -219,7 +219,7 @@ def _continue_events(gr, actions, wrap_gpu, button, id_task, choice, gallery, ou
     gpu_continue = wrap_gpu(lambda _id_task, picked: actions.continue_run(picked), extra_outputs=[[], ""])
 
     def continue_unless_busy(id_task, picked):
-        busy = actions.busy()
+        busy = actions.refused(id_task)
         return ([], message_html(busy, "warn")) if busy else gpu_continue(id_task, picked)
 
     button.click(fn=continue_unless_busy, _js="ti_trainer_start", inputs=[id_task, choice], outputs=[gallery, output])
@@ -267,7 +267,7 @@ def _train_events(
 
     def train_unless_busy(id_task, *values):
         """A run that would only wait behind another training is refused at once, saying which one."""
-        busy = actions.busy()
+        busy = actions.refused(id_task)
         if busy:
             return [[]] + [gr.update()] * (count - 2) + [message_html(busy, "warn")]
         return gpu_train(id_task, *values)

@@ -92,10 +92,19 @@ class TabActions:
         bitsandbytes: Callable[[], bool] = lambda: False,
         queue: Any = None,
         checkpoint_path: Callable[[str], str] = lambda name: "",
+        finish_task: Callable[[str], None] = lambda id_task: None,
     ):
         self.manager, self.host, self.adapter_factory = manager, host, adapter_factory
         self.host_interrupt, self.reload_embeddings, self.bitsandbytes = host_interrupt, reload_embeddings, bitsandbytes
-        self.queue, self.checkpoint_path = queue, checkpoint_path
+        self.queue, self.checkpoint_path, self.finish_task = queue, checkpoint_path, finish_task
+
+    def refused(self, id_task: str) -> str:
+        """Why this press starts nothing ("" when it may start). A refused press never reaches the WebUI's GPU
+        queue, so its task is marked finished here: the progress bar the press opened ends at its next poll."""
+        busy = self.busy()
+        if busy:
+            self.finish_task(id_task)
+        return busy
 
     def busy(self) -> str:
         """Why Train cannot start now (another job holds the trainer), or "" when it can."""

@@ -79,6 +79,16 @@ def test_train_refuses_while_another_job_runs_and_says_which(actions, tmp_path):
     assert actions.busy() == ""
 
 
+def test_a_refused_press_ends_its_progress_bar_at_once(actions):
+    """The press's task never reaches the GPU queue: it is marked finished, so the WebUI's bar ends."""
+    finished = []
+    actions.finish_task = finished.append
+    assert actions.refused("task(idle)") == "" and finished == []  # it goes on to train: the queue finishes it
+    job = actions.manager.create(TrainConfig(token_string="busy_tok", train_data_dir="/d", max_train_steps=5))
+    job.state = "running"
+    assert "busy_tok" in actions.refused("task(abc)") and finished == ["task(abc)"]
+
+
 def test_save_asks_before_overwriting_an_existing_file(actions, tmp_path):
     path = tmp_path / "loaded.json"
     path.write_text("{}")
