@@ -57,7 +57,8 @@ class ModelAdapter(Protocol):
         """Scaled latents for (B, 3, H, W) pixels in [-1, 1]."""
 
     def training(self, token: str, vectors: dict[str, torch.Tensor], options: TrainOptions) -> ContextManager[None]:
-        """While inside: prompts containing ``token`` use ``vectors`` (with gradients); the model is frozen."""
+        """While inside: prompts containing ``token`` use ``vectors`` (with gradients); the model is frozen.
+        On leaving, the host's embedding list is reloaded (once per job), so the saved file works in prompts."""
 
     def encode_text(self, prompts: list[str], size: tuple[int, int]) -> object:
         """Conditioning for the prompts, differentiable w.r.t. the vectors given to ``training``."""

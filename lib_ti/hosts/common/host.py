@@ -63,7 +63,8 @@ class WebUIHost:
         return bool(shared.state.interrupted)
 
     def end(self, job) -> None:
-        self.store.reload_embeddings()
+        # the embedding list was reloaded once already, by the model adapter as training ended (it put the token's
+        # vectors there and only files are written inside training): reloading again would only re-read every file
         if getattr(self, "_digest", None) and shared.sd_model is not None:
             same = self.model_class().weights_digest() == self._digest
             job.messages.append(
