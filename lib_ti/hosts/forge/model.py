@@ -19,7 +19,7 @@ from lib_ti.errors import UserError
 from lib_ti.hosts.common.store import clear_conditioning_cache
 from lib_ti.hosts.common.training import block_classes, checkpointing, weights_digest
 from lib_ti.hosts.common.txt2img import preview_images
-from lib_ti.hosts.forge import autograd
+from lib_ti.hosts.forge import autograd, quiet
 from lib_ti.hosts.forge.embedding_db import make_embedding, reload_embeddings
 from lib_ti.training.model import SampleOptions, TrainOptions, default_autocast
 
@@ -141,12 +141,14 @@ class WebUIModel:
     def encode_text(self, prompts: list[str], size: tuple[int, int]):
         from backend.text_processing import classic_engine
 
-        # the engines note the embeddings they used for the next infotext: training's prompts must not be noted
+        # the engines note the embeddings they used for the next infotext, and print each one: training's prompts
+        # must not be noted, nor fill the console at every step
         saved = dict(classic_engine.last_extra_generation_params)
         try:
-            if self.family != "sdxl":
-                return self.engines["clip_l"](prompts)
-            return self._sdxl_conditioning(prompts, size)
+            with quiet.without_lines(classic_engine):
+                if self.family != "sdxl":
+                    return self.engines["clip_l"](prompts)
+                return self._sdxl_conditioning(prompts, size)
         finally:
             classic_engine.last_extra_generation_params = saved
 
