@@ -24,7 +24,8 @@ from lib_ti.training.layout import bucket_multiple, dataset_specs, load_planned,
 from lib_ti.training.loss import diffusion_loss
 from lib_ti.training.noise import input_noise, make_noise, sample_timesteps
 from lib_ti.training.captions import make_plan
-from lib_ti.training.config import TrainConfig, config_to_json
+from lib_ti.training.config import TrainConfig
+from lib_ti.training.config_files import config_to_json
 from lib_ti.training.earlier_runs import keep_runs_apart
 from lib_ti.errors import UserError
 from lib_ti.embeddings.files import (
@@ -180,13 +181,12 @@ def _read_data(run: _Run, seed: int) -> tuple[LatentCache, list[int]]:
     run.config, run.steps_per_epoch = config, length.steps_per_epoch
     started = time.perf_counter()
     dataset = load_planned(plan)
-    for note in notes + dataset.notes + length_notes:
-        run.say(note)
-    run.say(
+    summary = (
         f"{len(dataset.items)} image(s), {plan.images_with_repeats} with repeats, at {resolution} px, seed {seed}, "
         f"{adapter.family} model {adapter.model_name}."
     )
-    run.say(f"Length: {length.explanation}")  # worded as the checks before a job say it: a job says it once
+    for note in notes + dataset.notes + length_notes + [summary, f"Length: {length.explanation}"]:
+        run.say(note)
     read = time.perf_counter()
     cache = LatentCache.build(dataset, adapter, config.flip_aug, config.train_batch_size)
     count = sum(len(z) for z in cache.latents)

@@ -12,7 +12,8 @@ from typing import Any, Callable
 from lib_ti.embeddings.promote import use_checkpoint
 from lib_ti.errors import ConfigError, UserError
 from lib_ti.jobs.manager import ACTIVE, Host, Job, JobManager, check_all, no_lock, ordinary_word_note
-from lib_ti.training.config import load_config_file, parse_config, save_config_file
+from lib_ti.training.config import parse_config
+from lib_ti.training.config_files import load_config_file, save_config_file
 from lib_ti.training.kohya_gui import ModelInfo
 from lib_ti.training.model import ModelAdapter
 from lib_ti.training.paths import preview_caption

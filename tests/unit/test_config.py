@@ -5,15 +5,8 @@ import os
 
 import pytest
 
-from lib_ti.training.config import (
-    ParsedConfig,
-    Stage,
-    TrainConfig,
-    load_config_file,
-    parse_config,
-    save_config_file,
-    validate_token,
-)
+from lib_ti.training.config import ParsedConfig, Stage, TrainConfig, parse_config, validate_token
+from lib_ti.training.config_files import load_config_file, save_config_file
 from lib_ti.errors import ConfigError, UserError
 
 BASE = {"token_string": "mystyle", "train_data_dir": "/data/mystyle"}

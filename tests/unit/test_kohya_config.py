@@ -7,7 +7,8 @@ import tomllib
 import pytest
 
 from lib_ti.errors import ConfigError
-from lib_ti.training.config import TrainConfig, load_config_file, parse_config, save_config_file
+from lib_ti.training.config import TrainConfig, parse_config
+from lib_ti.training.config_files import load_config_file, save_config_file
 from lib_ti.training.kohya import IGNORED, sample_prompt_options
 from lib_ti.training.kohya_toml import dump_toml, kohya_args, read_config_file
 

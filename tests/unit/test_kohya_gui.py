@@ -10,7 +10,8 @@ import os
 import pytest
 
 from helpers import make_dataset
-from lib_ti.training.config import TrainConfig, load_config_file, parse_config, save_config_file
+from lib_ti.training.config import TrainConfig, parse_config
+from lib_ti.training.config_files import load_config_file, save_config_file
 from lib_ti.training.kohya import sample_requests
 from lib_ti.training.kohya_gui import TRANSLATED, UNMAPPED, ModelInfo, gui_values
 from lib_ti.training.preview import preview_dataset

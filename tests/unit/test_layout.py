@@ -71,3 +71,20 @@ def test_every_webui_package_exports_the_same_names():
     }  # fmt: skip
     assert exported("a1111") == expected
     assert exported("forge") == expected
+
+
+def test_files_keep_the_size_budget():
+    """Files stay small (~400 lines): past that, split one along a natural seam rather than let it grow."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(lib_ti.__file__))
+    over = []
+    for folder in ("lib_ti", "scripts"):
+        for parent, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(parent, name), encoding="utf-8") as f:
+                        lines = sum(1 for _ in f)
+                    if lines > 400:
+                        over.append(f"{os.path.relpath(os.path.join(parent, name), root)}: {lines} lines")
+    assert not over, over
