@@ -89,3 +89,16 @@ def held(lock):
         yield
     finally:
         lock.release()
+
+
+def xyz_axis_indices(script_info: list[dict], labels: list[str], img2img: bool = False) -> list[int]:
+    """The X/Y/Z plot's axis numbers for these labels, as GET /sdapi/v1/script-info lists them: other extensions
+    (ControlNet, Hypertile) add axes too, before or after ours, so positions are never assumed."""
+    for script in script_info:
+        if script.get("name") == "x/y/z plot" and bool(script.get("is_img2img")) == img2img:
+            axis = next(a for a in script["args"] if a.get("label") == "X type")
+            choices = [c[0] if isinstance(c, (list, tuple)) else c for c in axis.get("choices") or []]
+            missing = [label for label in labels if label not in choices]
+            assert not missing, f"the X/Y/Z plot has no axis {missing} (it lists {choices})"
+            return [choices.index(label) for label in labels]
+    raise AssertionError("GET /sdapi/v1/script-info lists no x/y/z plot script")

@@ -1,8 +1,8 @@
 """Against a real running WebUI (A1111 v1.10 or Forge) with TI Trainer installed.
 
 Set TI_TRAINER_WEBUI_URL (e.g. http://127.0.0.1:7860, started with --api) and optionally TI_TRAINER_WEBUI_DIR (the
-WebUI's folder, for its X/Y/Z plot script and, unless TI_TRAINER_WEBUI_DATA_DIR names the --data-dir, to check and
-clean the embeddings folder) and TI_TRAINER_MODELS (comma-separated checkpoint titles to train on in turn, e.g.
+WebUI's folder) or TI_TRAINER_WEBUI_DATA_DIR (its --data-dir), to check and clean the embeddings folder, and
+TI_TRAINER_MODELS (comma-separated checkpoint titles to train on in turn, e.g.
 tiny-sd1.safetensors,tiny-sd2.safetensors,tiny-sdxl.safetensors; for Forge e.g. sd15-random.safetensors).
 Which WebUI it is comes from its settings (Forge has forge_* options), or from TI_TRAINER_WEBUI_KIND (a1111|forge).
 """
@@ -21,7 +21,7 @@ import pytest
 import safetensors
 import safetensors.torch
 
-from helpers import make_dataset
+from helpers import make_dataset, xyz_axis_indices
 
 URL = os.environ.get("TI_TRAINER_WEBUI_URL", "").rstrip("/")
 WEBUI_DIR = os.environ.get("TI_TRAINER_WEBUI_DIR", "")
@@ -266,16 +266,11 @@ def test_grid_after_training(http, tmp_path):
         cleanup(token)
 
 
-@pytest.mark.skipif(not WEBUI_DIR, reason="needs TI_TRAINER_WEBUI_DIR to find the X/Y/Z plot's axis indices")
 def test_xyz_plot_axes(http, tmp_path):
-    import re
-
     load_model(http, MODELS[0] if MODELS else None)
-    with open(os.path.join(WEBUI_DIR, "scripts", "xyz_grid.py"), encoding="utf-8") as f:
-        source = f.read()
-    block = source[source.index("axis_options = [") : source.index("def draw_xyz_grid")]
-    txt2img_axes = [e for e in re.findall(r"^\s{4}(AxisOption\w*)\(", block, re.M) if e != "AxisOptionImg2Img"]
-    strength_index, checkpoint_index = len(txt2img_axes), len(txt2img_axes) + 1  # ours come last
+    # the axes by their labels, as the WebUI lists them: other extensions add axes before or after ours
+    script_info = http.get(f"{URL}/sdapi/v1/script-info", timeout=60).json()
+    strength_index, checkpoint_index = xyz_axis_indices(script_info, ["TI: strength", "TI: checkpoint"])
     token = f"tixyz{int(time.time() * 1000) % 10**8}"
     data = make_dataset(str(tmp_path / "data"), count=2, caption=token)
     try:
