@@ -23,6 +23,15 @@ function ti_trainer_start() {
     return args;
 }
 
+// When a Train or Continue press is over (trained, or refused at once), its bar is hidden at once; the WebUI's own
+// poll then removes it (the server marked the task finished).
+function ti_trainer_end() {
+    var container = gradioApp().getElementById('ti_trainer_progress');
+    var bar = container ? container.parentNode.querySelector('.progressDiv') : null;
+    if (bar) bar.style.display = 'none';
+    return [];
+}
+
 function ti_trainer_clear_loss() {
     var holder = gradioApp().getElementById('ti_trainer_loss');
     if (holder) holder.replaceChildren(); // the result shows the finished run's own curve

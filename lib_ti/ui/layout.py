@@ -222,7 +222,9 @@ def _continue_events(gr, actions, wrap_gpu, button, id_task, choice, gallery, ou
         busy = actions.refused(id_task)
         return ([], message_html(busy, "warn")) if busy else gpu_continue(id_task, picked)
 
-    button.click(fn=continue_unless_busy, _js="ti_trainer_start", inputs=[id_task, choice], outputs=[gallery, output])
+    button.click(
+        fn=continue_unless_busy, _js="ti_trainer_start", inputs=[id_task, choice], outputs=[gallery, output]
+    ).then(fn=None, _js="ti_trainer_end")
 
 
 def _tools(gr, grid_actions, wrap_gpu, add_send_buttons, inspect_actions, queue_actions) -> list:
@@ -277,5 +279,5 @@ def _train_events(
         _js="ti_trainer_start",
         inputs=[id_task, *inputs],
         outputs=[gallery, checkpoint, *[dropdown for dropdown, _ in lists], output],
-    )
+    ).then(fn=None, _js="ti_trainer_end")  # a refused press's bar goes now, not at the progress poll after
     interrupt_button.click(fn=actions.interrupt, inputs=[], outputs=[])
