@@ -86,8 +86,17 @@ def _samples(run: Run) -> None:
     resolution = config.resolution or run.adapter.native_resolution
     prompts, options, notes = sample_requests(lines, config.sample_seed, config.sample_steps, resolution)
     devices = [run.adapter.device] if run.adapter.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):  # txt2img seeds torch's generator: keep ours
-        images, note = sample_with_options(run.adapter, prompts, config.sample_seed, config.sample_steps, options)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # txt2img seeds torch's generator: keep ours
+            images, note = sample_with_options(run.adapter, prompts, config.sample_seed, config.sample_steps, options)
+    except Exception as e:  # a preview is extra: the WebUI failing to generate one must not end the training
+        images, note = (
+            [],
+            (
+                f"Previews could not be made ({type(e).__name__}: {e}); training goes on without them. txt2img "
+                "in the WebUI shows the same problem (its console has the details)."
+            ),
+        )
     for text in notes + [note]:
         if text and text not in run.messages:  # said once per run, not at every preview
             run.say(text)

@@ -78,6 +78,22 @@ def test_a_run_writes_the_embedding_checkpoints_log_and_previews(tmp_path):
     assert meta["step"] == "4" and meta["ti_model_family"] == "sd1" and meta["ti_vectors"] == "3"
 
 
+def test_a_preview_the_webui_cannot_make_does_not_end_the_training(tmp_path):
+    """Forge offline, without the SDXL live-preview model it downloads at the first generation: URLError."""
+    model = tiny_model()
+
+    def failing_sample(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    model.sample = failing_sample
+    result = run(tmp_path, model, sample_every_n_steps=2)
+    assert result.state == "done" and result.step == 4
+    said = [m for m in result.messages if m.startswith("Previews could not be made (OSError")]
+    assert len(said) == 1, result.messages  # once, though previews were due at steps 2 and 4
+    assert os.path.exists(result.final_path)
+    assert not list((tmp_path / "runs" / "mystyle").glob("samples/*.png"))
+
+
 def test_sdxl_shaped_model_saves_clip_l_and_clip_g(tmp_path):
     result = run(tmp_path, tiny_model(two_encoders=True), num_vectors_per_token=2, max_train_steps=2)
     tensors = safetensors.torch.load_file(result.final_path)
