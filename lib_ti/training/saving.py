@@ -4,6 +4,7 @@ and previews — each written when its interval comes round, each file whole or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from lib_ti.training.run_state import record_state
 
 if TYPE_CHECKING:
     from lib_ti.training.trainer import _Run as Run
+
+log = logging.getLogger(__name__)
 
 
 def log_step(run: Run, step: int, loss: float, lr: float) -> None:
@@ -90,11 +93,12 @@ def _samples(run: Run) -> None:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):  # txt2img seeds torch's generator: keep ours
             images, note = sample_with_options(run.adapter, prompts, config.sample_seed, config.sample_steps, options)
     except Exception as e:  # a preview is extra: the WebUI failing to generate one must not end the training
+        log.warning("TI Trainer: the preview at step %d failed", run.step, exc_info=True)
         images, note = (
             [],
             (
                 f"Previews could not be made ({type(e).__name__}: {e}); training goes on without them. txt2img "
-                "in the WebUI shows the same problem (its console has the details)."
+                "in the WebUI shows the same problem (the console has the details)."
             ),
         )
     for text in notes + [note]:
