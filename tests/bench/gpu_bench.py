@@ -786,6 +786,7 @@ def ratios(rows: list[dict]) -> list[str]:
             f"{fam}-ours-bf16-max",
             f"{fam} ours largest: cudnn.benchmark on / off",
         )
+        ratio(f"{fam}-ours-bf16-max-channels-last", f"{fam}-ours-bf16-max", f"{fam} ours largest: channels-last / NCHW")
         best = got.get(f"{fam}-ours-bf16-max")
         if best and best["frac_peak"] is not None:
             out.append(
