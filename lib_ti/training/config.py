@@ -254,6 +254,7 @@ def parse_config(data: dict[str, Any], sd_scripts: bool = False) -> ParsedConfig
     values: dict[str, Any] = {}
     problems: list[str] = []
     unknown: list[str] = []
+    unreadable: list[str] = []
     ignored: dict[str, str] = {}
     for raw_key, value in data.items():
         key = ALIASES.get(raw_key, raw_key)
@@ -262,13 +263,22 @@ def parse_config(data: dict[str, Any], sd_scripts: bool = False) -> ParsedConfig
         if key in known and _is_blank(key, value):
             continue  # the kohya_ss GUI saves an empty number box as "": the default applies
         if key in known:
-            values[key] = _coerce(key, value, problems)
+            before = len(problems)
+            coerced = _coerce(key, value, problems)
+            if len(problems) == before:
+                values[key] = coerced
+            else:  # a value of the wrong type leaves the default, so the rest is checked too
+                unreadable.append(key)
         elif key in IGNORED:
             ignored[raw_key] = IGNORED[key]
         else:
             unknown.append(raw_key)
     stages = _parse_stages(values.pop("stages", []), problems)
-    if problems:
+    if problems:  # every problem at once: the values that did read are still checked
+        try:
+            validate(TrainConfig(**values, stages=stages))
+        except ConfigError as e:  # not again for a key already named, whose default was checked in its place
+            problems += [p for p in e.problems if p not in problems and not p.startswith(tuple(unreadable))]
         raise ConfigError(problems)
     config = TrainConfig(**values, stages=stages)
     if values.get("lr_warmup_steps"):

@@ -474,6 +474,21 @@ def test_multiple_type_problems_reported_together():
     assert [p.split(":")[0] for p in problems] == ["num_vectors_per_token", "train_batch_size", "flip_aug"]
 
 
+def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems():
+    """A wrongly typed value used to stop the checks, so a user fixing it met the next problem only on a second try."""
+    problems = problems_of(
+        {"token_string": "my style", "train_data_dir": "", "max_train_steps": "many", "mixed_precision": "fp8"}
+    )
+    assert [p.split(" ")[0].rstrip(":") for p in problems] == [
+        "max_train_steps",
+        "token_string",
+        "train_data_dir",
+        "mixed_precision",
+    ]
+    # the wrongly typed key is named once: its default, checked in its place, adds nothing about it
+    assert sum(p.startswith("max_train_steps") for p in problems) == 1
+
+
 def test_config_error_message_lists_problems():
     with pytest.raises(ConfigError) as info:
         parse_config({**BASE, "mixed_precision": "fp8", "train_batch_size": -1})
