@@ -8,7 +8,9 @@ and its scripts are the same (a UI reload makes new ones, and so new defaults).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 ScriptArgs = tuple[list, dict[str, int]]
@@ -20,6 +22,24 @@ def _signature(runner: Any) -> tuple:
     return tuple((id(s), s.args_from, s.args_to) for s in runner.scripts)
 
 
+@contextlib.contextmanager
+def _outside_event_listener() -> Iterator[None]:
+    """Inside an event handler (the tab's Generate grid), gradio 4 makes a new component only an update, with no
+    ``value``: the scripts' controls are made as at start-up instead. Gradio 3 (A1111) has no such context."""
+    try:
+        from gradio.context import LocalContext
+    except ImportError:
+        yield
+        return
+    flag = getattr(LocalContext, "in_event_listener", None)
+    token = flag.set(False) if flag is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            flag.reset(token)
+
+
 def build_script_args(runner: Any) -> ScriptArgs:
     """Every script's UI defaults, and where the API's field names (seed, steps, sampler_name…) sit among them,
     since always-on scripts set those fields from their own arguments."""
@@ -28,7 +48,7 @@ def build_script_args(runner: Any) -> ScriptArgs:
     args: list = [None] * max([1] + [s.args_to for s in runner.scripts])
     args[0] = 0
     positions: dict[str, int] = {}
-    with gr.Blocks():
+    with _outside_event_listener(), gr.Blocks():
         for script in runner.scripts:
             controls = script.ui(script.is_img2img)
             if not controls:

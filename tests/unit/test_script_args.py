@@ -1,6 +1,8 @@
 """Script defaults are built once per script runner: building them per grid request made memory grow."""
 
 import contextlib
+import contextvars
+import sys
 import types
 
 import pytest
@@ -56,3 +58,27 @@ def test_new_scripts_after_a_ui_reload_are_built_again():
     runner.scripts = [Script(1, [2, 3])]
     assert script_args.default_script_args(runner)[0] == [0, 2, 3]
     assert script_args.default_script_args(Runner([Script(1, [4])]))[0] == [0, 4]
+
+
+class EventContext:
+    in_event_listener = contextvars.ContextVar("in_event_listener", default=False)
+
+
+class Gradio4Control:
+    """Like a gradio 4 component: made inside an event listener, it is only an update and has no value."""
+
+    def __init__(self, value):
+        if not EventContext.in_event_listener.get():
+            self.value = value
+
+
+def test_defaults_built_inside_a_gradio4_event_handler_have_their_values(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio.context", types.SimpleNamespace(LocalContext=EventContext))
+    script = Script(1, [True, 5])
+    script.ui = lambda is_img2img: [Gradio4Control(v) for v in script.values]
+    token = EventContext.in_event_listener.set(True)  # the tab's Generate grid runs in gradio's event handler
+    try:
+        assert script_args.build_script_args(Runner([script]))[0] == [0, True, 5]
+        assert EventContext.in_event_listener.get() is True  # gradio's own state is left as it was
+    finally:
+        EventContext.in_event_listener.reset(token)
