@@ -27,33 +27,47 @@ def preview_html(data: dict[str, Any]) -> str:
         w, h = dataset["resolution"]
         parts.append(f"<p>Dataset {i + 1}: batch size {dataset['batch_size']}, resolution {w}×{h}, buckets "
                      f"{'on' if dataset['enable_bucket'] else 'off'}</p>")  # fmt: skip
-        rows = "".join(
-            f"<tr><td><code>{e(s['image_dir'])}</code></td><td>{s['images']}</td><td>{s['num_repeats']}</td>"
-            f"<td>{e(s['class_tokens'] or '')}</td><td>{e(s['caption_extension'])}</td></tr>"
-            for s in dataset["subsets"]
+        parts.append(
+            _table(
+                ["folder", "images", "repeats", "class tokens", "captions"],
+                [
+                    [f"<code>{e(s['image_dir'])}</code>", s["images"], s["num_repeats"],
+                     e(s["class_tokens"] or ""), e(s["caption_extension"])]
+                    for s in dataset["subsets"]
+                ],
+            )
+        )  # fmt: skip
+        parts.append(
+            _table(
+                ["bucket", "images", "with repeats", "batches"],
+                [
+                    [f"{b['width']}×{b['height']}", b["images"], b["with_repeats"], b["batches"]]
+                    for b in dataset["buckets"]
+                ],
+            )
         )
-        parts.append(f"<table><tr><th>folder</th><th>images</th><th>repeats</th><th>class tokens</th>"
-                     f"<th>captions</th></tr>{rows}</table>")  # fmt: skip
-        rows = "".join(
-            f"<tr><td>{b['width']}×{b['height']}</td><td>{b['images']}</td><td>{b['with_repeats']}</td>"
-            f"<td>{b['batches']}</td></tr>"
-            for b in dataset["buckets"]
-        )
-        parts.append(f"<table><tr><th>bucket</th><th>images</th><th>with repeats</th><th>batches</th></tr>"
-                     f"{rows}</table>")  # fmt: skip
-    rows = "".join(
-        f"<tr><td title='{e(im['path'])}'>{e(im['name'])}</td><td>{im['repeats']}</td>"
-        f"<td>{im['bucket'][0]}×{im['bucket'][1]}</td><td>{e(im['caption'])}</td><td>{e(im['example_prompt']) or '<i>(caption dropout: empty prompt)</i>'}</td></tr>"
-        for im in data["images"][:MAX_ROWS]
-    )
+    images = _table(
+        ["image", "repeats", "bucket", "caption", "a training prompt"],
+        [
+            [f"<span title='{e(im['path'])}'>{e(im['name'])}</span>", im["repeats"],
+             f"{im['bucket'][0]}×{im['bucket'][1]}", e(im["caption"]),
+             e(im["example_prompt"]) or "<i>(caption dropout: empty prompt)</i>"]
+            for im in data["images"][:MAX_ROWS]
+        ],
+    )  # fmt: skip
     more = len(data["images"]) - MAX_ROWS
     parts.append(
-        "<details open><summary>Images</summary><table><tr><th>image</th><th>repeats</th><th>bucket</th>"
-        f"<th>caption</th><th>a training prompt</th></tr>{rows}</table>"
+        f"<details open><summary>Images</summary>{images}"
         + (f"<p>… and {more} more</p>" if more > 0 else "")
         + "</details>"
     )
     return '<div class="ti-trainer-preview">' + "\n".join(parts) + "</div>"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; the cells are HTML already (escaped by the caller where they hold user text)."""
+    cells = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return "<table><tr>" + "".join(f"<th>{name}</th>" for name in head) + f"</tr>{cells}</table>"
 
 
 def preview_action(values_to_config: Callable[[list[Any]], dict[str, Any]], native_resolution: Callable[[], int]):
