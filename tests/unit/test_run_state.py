@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from helpers import make_dataset, tiny_model
+from helpers import tiny_model, train_values
 from lib_ti.embeddings.files import load_embedding, save_embedding
 from lib_ti.errors import UserError
 from lib_ti.training.config import parse_config
@@ -50,16 +50,7 @@ CRASH = textwrap.dedent(
 
 
 def settings(tmp_path, **overrides):
-    values = dict(
-        train_data_dir=make_dataset(str(tmp_path / "data")),
-        token_string="mystyle",
-        init_word="painting",
-        max_train_steps=6,
-        save_every_n_steps=2,
-        learning_rate="0.01",
-        seed=1,
-    )
-    return {**values, **overrides}
+    return train_values(tmp_path, **{"max_train_steps": 6, **overrides})
 
 
 def crash_at(tmp_path, step: int, **overrides) -> None:
