@@ -102,3 +102,16 @@ def xyz_axis_indices(script_info: list[dict], labels: list[str], img2img: bool =
             assert not missing, f"the X/Y/Z plot has no axis {missing} (it lists {choices})"
             return [choices.index(label) for label in labels]
     raise AssertionError("GET /sdapi/v1/script-info lists no x/y/z plot script")
+
+
+def grid_form(**overrides) -> dict:
+    """The Test section's form values for a small grid (one embedding, no checkpoints), as the tab sends them:
+    numbers arrive from gradio as floats."""
+    values = {
+        "embedding": "tok", "checkpoints": "none", "strengths": "1", "mode": "emphasis", "baseline": False,
+        "prompts": "[name]", "x": "strength", "y": "prompt", "z": "checkpoint", "negative_prompt": "",
+        "sampler_name": "", "steps": 2.0, "cfg_scale": 7, "width": 8.0, "height": 8.0, "seed": 4.0,
+        "max_images": 10.0, "scores": False,
+    }  # fmt: skip
+    values.update(overrides)
+    return values

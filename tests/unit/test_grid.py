@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from helpers import grid_form
 import torch
 from PIL import Image
 
@@ -310,26 +312,7 @@ def test_tab_generate_reads_the_form_and_reports_errors(backend):
         return run_grid(request, backend)
 
     actions = GridActions(run, lambda: ["tok"], lambda: {"steps": 3})
-    values = {
-        "embedding": "tok",
-        "checkpoints": "none",
-        "strengths": "0.5",
-        "mode": MODE_LABELS["vectors"],
-        "baseline": False,
-        "prompts": "[name] a\n[name] b",
-        "x": "strength",
-        "y": "prompt",
-        "z": "checkpoint",
-        "negative_prompt": "",
-        "sampler_name": "",
-        "steps": 2.0,
-        "cfg_scale": 7,
-        "width": 8.0,
-        "height": 8.0,
-        "seed": 4.0,
-        "max_images": 10.0,
-        "scores": False,
-    }
+    values = grid_form(strengths="0.5", mode=MODE_LABELS["vectors"], prompts="[name] a\n[name] b")
     gallery, infotexts, html = actions.generate(*[values[f] for f in FIELDS])
     assert gallery == ["/grids/tok-4.png"] and len(infotexts) == 1 and "2 image(s), seed 4" in html
     assert seen[0].mode == "vectors" and seen[0].prompts == ["[name] a", "[name] b"] and seen[0].steps == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import grid_form
+
 from lib_ti.errors import UserError
 from lib_ti.grid.run import GridResult
 from lib_ti.jobs.manager import Job, JobManager
@@ -40,26 +42,7 @@ def test_generate_describes_every_item_and_only_cells_can_be_sent():
         return GridResult([], ["/g1.png", "/g2.png"], [cell(1), cell(2)], None, 4, [])
 
     actions = GridActions(run, lambda: ["tok"], lambda: {}, samplers=lambda: SAMPLERS)
-    values = {
-        "embedding": "tok",
-        "checkpoints": "none",
-        "strengths": "1",
-        "mode": "emphasis",
-        "baseline": False,
-        "prompts": "[name]",
-        "x": "strength",
-        "y": "prompt",
-        "z": "checkpoint",
-        "negative_prompt": "",
-        "sampler_name": "Eulr",
-        "steps": 2.0,
-        "cfg_scale": 7,
-        "width": 8.0,
-        "height": 8.0,
-        "seed": 4.0,
-        "max_images": 10.0,
-        "scores": False,
-    }
+    values = grid_form(sampler_name="Eulr")
     gallery, described, html = actions.generate(*[values[f] for f in FIELDS])
     assert gallery == [] and "Unknown sampler" in html and not seen  # refused before anything renders
     values["sampler_name"] = "Euler a"
